@@ -1,0 +1,75 @@
+"""Type stubs for the Rust extension ``adk_postgres._native`` (rust/python/src)."""
+
+from typing import Awaitable, Literal
+
+SCHEMA_VERSION: int
+__version__: str
+
+AppendOutcome = Literal["appended", "already_stored", "stale", "not_found"]
+
+class Store:
+    """A pooled PostgreSQL store for one schema. Construction does not connect."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str,
+        pool_size: int,
+        connect_timeout: float,
+        acquire_timeout: float,
+        statement_cache: bool,
+        application_name: str | None,
+    ) -> None: ...
+    def describe(self) -> str: ...
+    @property
+    def closed(self) -> bool: ...
+    def close(self) -> None: ...
+    def check_process(self) -> None: ...
+    def pool_status(self) -> dict[str, int]: ...
+    def migrate(self) -> Awaitable[int]: ...
+    def create_session(
+        self,
+        app_name: str,
+        user_id: str,
+        session_id: str,
+        state: bytes,
+        app_delta: bytes | None,
+        user_delta: bytes | None,
+        create_time: float,
+    ) -> Awaitable[tuple[int, bytes | None, bytes | None] | None]: ...
+    def get_session(
+        self,
+        app_name: str,
+        user_id: str,
+        session_id: str,
+        after_timestamp: float | None = None,
+        num_recent_events: int | None = None,
+    ) -> Awaitable[
+        tuple[bytes, int, float, bytes | None, bytes | None, list[bytes]] | None
+    ]: ...
+    def list_sessions(
+        self, app_name: str, user_id: str | None = None
+    ) -> Awaitable[
+        tuple[bytes | None, list[tuple[str, bytes]], list[tuple[str, str, bytes, int, float]]]
+    ]: ...
+    def delete_session(self, app_name: str, user_id: str, session_id: str) -> Awaitable[bool]: ...
+    def append_event(
+        self,
+        app_name: str,
+        user_id: str,
+        session_id: str,
+        expected_revision: int,
+        event_id: str,
+        invocation_id: str,
+        timestamp: float,
+        event_json: bytes,
+        session_delta: bytes | None,
+        app_delta: bytes | None,
+        user_delta: bytes | None,
+    ) -> Awaitable[tuple[AppendOutcome, int | None]]: ...
+    def session_revision(
+        self, app_name: str, user_id: str, session_id: str
+    ) -> Awaitable[tuple[int, float, str | None] | None]: ...
+    def get_user_state(self, app_name: str, user_id: str) -> Awaitable[bytes | None]: ...
+

@@ -1,0 +1,145 @@
+"""`Database`: one connection pool on one schema, shareable between services.
+
+A service given ``database=`` uses that pool and leaves closing it to its owner; a service
+given a URL (or nothing) makes and owns its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import os
+import weakref
+from types import TracebackType
+
+from . import embedded
+from ._native import Store
+from .errors import ClosedError
+
+DEFAULT_SCHEMA = "public"
+
+# Databases still open at interpreter exit are closed then, so sockets end cleanly.
+_open_databases: weakref.WeakSet[Database] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all_at_exit() -> None:
+    for database in list(_open_databases):
+        database.close_now()
+
+
+def resolve_uri(uri: str | None) -> str | None:
+    """The URL to use: the argument, else ``$DATABASE_URL``; ``None`` means embedded."""
+    if uri:
+        return uri
+    return os.environ.get("DATABASE_URL") or None
+
+
+class Database:
+    """A pooled connection to PostgreSQL for the adk-postgres services.
+
+    Args:
+        uri: ``postgresql://user:password@host:5432/dbname?sslmode=require`` (libpq URL or
+            ``key=value`` form). ``None`` → ``$DATABASE_URL`` → the embedded PostgreSQL.
+        schema: PostgreSQL schema holding the tables; created and migrated on first use.
+        pool_size: most connections open at once.
+        connect_timeout: seconds to wait for a new connection.
+        acquire_timeout: seconds to wait for a free pooled connection.
+        statement_cache: prepare each statement once per connection; turn off behind PgBouncer
+            in transaction mode.
+        application_name: shown in ``pg_stat_activity``.
+
+    Construction is synchronous and does not connect.
+    """
+
+    def __init__(
+        self,
+        uri: str | None = None,
+        *,
+        schema: str = DEFAULT_SCHEMA,
+        pool_size: int = 10,
+        connect_timeout: float = 10.0,
+        acquire_timeout: float = 30.0,
+        statement_cache: bool = True,
+        application_name: str | None = "adk-postgres",
+    ) -> None:
+        self._options = {
+            "schema": schema,
+            "pool_size": pool_size,
+            "connect_timeout": connect_timeout,
+            "acquire_timeout": acquire_timeout,
+            "statement_cache": statement_cache,
+            "application_name": application_name,
+        }
+        self._closed = False
+        self._store: Store | None = None
+        self._start_lock = asyncio.Lock()
+        url = resolve_uri(uri)
+        if url is not None:
+            # Parses and validates the URL and options now (ConfigurationError), connects later.
+            self._store = Store(url, **self._options)  # type: ignore[arg-type]
+        _open_databases.add(self)
+
+    @property
+    def schema(self) -> str:
+        return str(self._options["schema"])
+
+    async def store(self) -> Store:
+        """The native store, starting the embedded PostgreSQL first if no URL was given."""
+        store = self._store
+        if store is not None:
+            return store
+        if self._closed:
+            raise ClosedError("the database was closed")
+        async with self._start_lock:
+            if self._store is None:
+                url = await asyncio.to_thread(embedded.default_uri)
+                self._store = Store(url, **self._options)  # type: ignore[arg-type]
+            return self._store
+
+    async def migrate(self) -> int:
+        """Create or upgrade the tables now (otherwise done on first use); returns the schema
+        version."""
+        return await (await self.store()).migrate()
+
+    def pool_status(self) -> dict[str, int]:
+        """``max_size``, ``size`` (open connections), ``available`` (idle) and ``waiting``."""
+        if self._store is None:
+            return {"max_size": int(self._options["pool_size"]), "size": 0, "available": 0,
+                    "waiting": 0}
+        return self._store.pool_status()
+
+    def describe(self) -> str:
+        """Where this database points (never includes the password)."""
+        if self._store is None:
+            return "embedded PostgreSQL (not started yet)"
+        return self._store.describe()
+
+    def close_now(self) -> None:
+        """Close the pool synchronously (idle connections now, busy ones when returned)."""
+        self._closed = True
+        if self._store is not None:
+            self._store.close()
+        _open_databases.discard(self)
+
+    async def close(self) -> None:
+        """Close the pool."""
+        self.close_now()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def __aenter__(self) -> Database:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"Database({self.describe()})"

@@ -1,0 +1,309 @@
+"""`PostgresSessionService`: ADK's BaseSessionService on PostgreSQL.
+
+This module holds ADK semantics only (id stripping, prefix split, temp state, markers, errors);
+every call is one await into the Rust store, which runs one SQL statement.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+from google.adk.errors._stale_session_error import StaleSessionError
+from google.adk.errors.already_exists_error import AlreadyExistsError
+from google.adk.errors.session_not_found_error import SessionNotFoundError
+from google.adk.events.event import Event
+from google.adk.platform import time as platform_time
+from google.adk.platform import uuid as platform_uuid
+from google.adk.sessions.base_session_service import (
+    BaseSessionService,
+    GetSessionConfig,
+    ListSessionsResponse,
+)
+from google.adk.sessions.session import Session
+from google.adk.sessions.state import State
+from typing_extensions import override
+
+from ._json import decode_events, decode_state, encode_event, encode_state
+from .database import Database
+from .errors import ConfigurationError, DataError, IntegrityError
+
+# ADK's v1 schema: VARCHAR(128) for app name, user id, session id and event id.
+MAX_KEY_LENGTH = 128
+
+_STALE_MESSAGE = (
+    "The session has been modified in storage since it was loaded. "
+    "Please reload the session before appending more events."
+)
+
+
+def _check_key(**parts: str) -> None:
+    """Reject ids the schema cannot hold, before any round trip."""
+    for name, value in parts.items():
+        if not isinstance(value, str):
+            raise DataError(f"{name} must be a str, got {type(value).__name__}")
+        if len(value) > MAX_KEY_LENGTH:
+            raise DataError(f"{name} is {len(value)} characters long; the limit is {MAX_KEY_LENGTH}")
+        if "\x00" in value:
+            raise DataError(f"{name} contains a NUL character, which PostgreSQL cannot store")
+
+
+def _split_state(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(app, user, session) parts of a state dict, prefixes stripped, temp: dropped."""
+    app: dict[str, Any] = {}
+    user: dict[str, Any] = {}
+    session: dict[str, Any] = {}
+    for key, value in state.items():
+        if key.startswith(State.APP_PREFIX):
+            app[key.removeprefix(State.APP_PREFIX)] = value
+        elif key.startswith(State.USER_PREFIX):
+            user[key.removeprefix(State.USER_PREFIX)] = value
+        elif not key.startswith(State.TEMP_PREFIX):
+            session[key] = value
+    return app, user, session
+
+
+def _merge_state(
+    session_state: dict[str, Any], app_state: dict[str, Any], user_state: dict[str, Any]
+) -> dict[str, Any]:
+    merged = dict(session_state)
+    for key, value in app_state.items():
+        merged[State.APP_PREFIX + key] = value
+    for key, value in user_state.items():
+        merged[State.USER_PREFIX + key] = value
+    return merged
+
+
+def _encode_delta(delta: dict[str, Any], what: str) -> bytes | None:
+    return encode_state(delta, what) if delta else None
+
+
+def _marker_revision(session: Session) -> int | None:
+    marker = session._storage_update_marker
+    if marker is None:
+        return None
+    try:
+        return int(marker)
+    except ValueError:
+        return None  # a marker from another service (e.g. ADK's timestamp marker)
+
+
+class PostgresSessionService(BaseSessionService):
+    """ADK session service on PostgreSQL.
+
+    Args:
+        uri: PostgreSQL URL; ``None`` → ``$DATABASE_URL`` → the embedded PostgreSQL.
+        database: share an existing :class:`Database` (its pool) instead of opening one.
+        **options: :class:`Database` options (``schema``, ``pool_size``, ``connect_timeout``,
+            ``acquire_timeout``, ``statement_cache``, ``application_name``).
+
+    Construction is synchronous and cheap; the pool connects and migrates on first use.
+    """
+
+    def __init__(
+        self, uri: str | None = None, *, database: Database | None = None, **options: Any
+    ) -> None:
+        if database is not None:
+            if uri is not None or options:
+                raise ConfigurationError("pass either database= or a URL/options, not both")
+            self._database = database
+            self._owns_database = False
+        else:
+            self._database = Database(uri, **options)
+            self._owns_database = True
+
+    @property
+    def database(self) -> Database:
+        return self._database
+
+    @override
+    async def create_session(
+        self,
+        *,
+        app_name: str,
+        user_id: str,
+        state: dict[str, Any] | None = None,
+        session_id: str | None = None,
+    ) -> Session:
+        session_id = session_id.strip() if session_id else None
+        session_id = session_id or platform_uuid.new_uuid()
+        _check_key(app_name=app_name, user_id=user_id, session_id=session_id)
+        app_delta, user_delta, session_state = _split_state(state or {})
+        state_json = encode_state(session_state)
+        create_time = platform_time.get_time()
+        store = await self._database.store()
+        created = await store.create_session(
+            app_name,
+            user_id,
+            session_id,
+            state_json,
+            _encode_delta(app_delta, "app state"),
+            _encode_delta(user_delta, "user state"),
+            create_time,
+        )
+        if created is None:
+            raise AlreadyExistsError(f"Session with id {session_id} already exists.")
+        revision, app_json, user_json = created
+        session = Session(
+            app_name=app_name,
+            user_id=user_id,
+            id=session_id,
+            # The stored (JSON) form, so create and get return equal sessions.
+            state=_merge_state(
+                decode_state(state_json), decode_state(app_json), decode_state(user_json)
+            ),
+            last_update_time=create_time,
+        )
+        session._storage_update_marker = str(revision)
+        return session
+
+    @override
+    async def get_session(
+        self,
+        *,
+        app_name: str,
+        user_id: str,
+        session_id: str,
+        config: GetSessionConfig | None = None,
+    ) -> Session | None:
+        session_id = session_id.strip() if session_id else session_id
+        _check_key(app_name=app_name, user_id=user_id, session_id=session_id)
+        after = config.after_timestamp if config else None
+        recent = config.num_recent_events if config else None
+        store = await self._database.store()
+        row = await store.get_session(app_name, user_id, session_id, after, recent)
+        if row is None:
+            return None
+        state_json, revision, last_update_time, app_json, user_json, events_json = row
+        session = Session(
+            app_name=app_name,
+            user_id=user_id,
+            id=session_id,
+            state=_merge_state(
+                decode_state(state_json), decode_state(app_json), decode_state(user_json)
+            ),
+            events=decode_events(events_json),
+            last_update_time=last_update_time,
+        )
+        session._storage_update_marker = str(revision)
+        return session
+
+    @override
+    async def list_sessions(
+        self, *, app_name: str, user_id: str | None = None
+    ) -> ListSessionsResponse:
+        store = await self._database.store()
+        app_json, user_rows, session_rows = await store.list_sessions(app_name, user_id)
+        app_state = decode_state(app_json)
+        user_states = {uid: decode_state(data) for uid, data in user_rows}
+        sessions = []
+        for uid, sid, state_json, revision, last_update_time in session_rows:
+            session = Session(
+                app_name=app_name,
+                user_id=uid,
+                id=sid,
+                state=_merge_state(decode_state(state_json), app_state, user_states.get(uid, {})),
+                last_update_time=last_update_time,
+            )
+            session._storage_update_marker = str(revision)
+            sessions.append(session)
+        return ListSessionsResponse(sessions=sessions)
+
+    @override
+    async def delete_session(self, *, app_name: str, user_id: str, session_id: str) -> None:
+        session_id = session_id.strip() if session_id else session_id
+        _check_key(app_name=app_name, user_id=user_id, session_id=session_id)
+        store = await self._database.store()
+        await store.delete_session(app_name, user_id, session_id)
+
+    @override
+    async def get_user_state(self, *, app_name: str, user_id: str) -> dict[str, Any]:
+        store = await self._database.store()
+        return decode_state(await store.get_user_state(app_name, user_id))
+
+    @override
+    async def append_event(self, session: Session, event: Event) -> Event:
+        if event.partial:
+            return event
+        # As BaseSessionService: temp values visible on the caller's session, never stored.
+        self._apply_temp_state(session, event)
+        event = self._trim_temp_delta_state(event)
+        _check_key(
+            app_name=session.app_name, user_id=session.user_id, session_id=session.id,
+            event_id=event.id,
+        )
+        delta = event.actions.state_delta if event.actions and event.actions.state_delta else {}
+        app_delta, user_delta, session_delta = _split_state(delta)
+        event_json = encode_event(event)
+        session_json = _encode_delta(session_delta, "state delta")
+        app_json = _encode_delta(app_delta, "app state delta")
+        user_json = _encode_delta(user_delta, "user state delta")
+
+        store = await self._database.store()
+        expected = _marker_revision(session)
+        if expected is None:
+            expected = await self._revision_of_unmarked(session)
+        try:
+            outcome, revision = await store.append_event(
+                session.app_name,
+                session.user_id,
+                session.id,
+                expected,
+                event.id,
+                event.invocation_id,
+                event.timestamp,
+                event_json,
+                session_json,
+                app_json,
+                user_json,
+            )
+        except IntegrityError as exc:
+            if exc.sqlstate == "23505":
+                if any(e.id == event.id and e == event for e in session.events):
+                    return event  # an equal re-delivery of an event already appended
+                raise IntegrityError(
+                    f"event id {event.id!r} is already stored in session {session.id!r}",
+                    exc.sqlstate,
+                ) from exc
+            raise
+        if outcome == "not_found":
+            raise SessionNotFoundError(f"Session {session.id} not found.")
+        if outcome == "stale":
+            raise StaleSessionError(_STALE_MESSAGE)
+        # "appended", or "already_stored": an earlier attempt of this very append committed.
+        session.last_update_time = event.timestamp
+        session._storage_update_marker = str(revision)
+        return self._commit_event_to_session(session, event)
+
+    async def _revision_of_unmarked(self, session: Session) -> int:
+        """ADK's rule for session objects without a marker (built by hand): stale only if the
+        store moved past the session's time and its latest event is not the session's."""
+        store = await self._database.store()
+        info = await store.session_revision(session.app_name, session.user_id, session.id)
+        if info is None:
+            raise SessionNotFoundError(f"Session {session.id} not found.")
+        revision, stored_update_time, last_event_id = info
+        if stored_update_time > session.last_update_time:
+            local_last = session.events[-1].id if session.events else None
+            if last_event_id != local_last:
+                raise StaleSessionError(_STALE_MESSAGE)
+        return revision
+
+    async def close(self) -> None:
+        """Close the pool if this service opened it."""
+        if self._owns_database:
+            await self._database.close()
+
+    async def __aenter__(self) -> PostgresSessionService:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"PostgresSessionService({self._database.describe()})"

@@ -1,0 +1,33 @@
+-- Our additions, invisible to ADK's ORM (it names its columns explicitly).
+--
+-- sessions.revision: the optimistic-concurrency marker. Every append does
+--   UPDATE ... SET revision = revision + 1 WHERE ... AND revision = $expected.
+-- sessions.update_ts: the exact float last_update_time (timestamp columns keep only microseconds,
+--   and Session.__eq__ compares exact floats).
+-- events.seq: the session revision an event was stored at; a retried append recognises its own
+--   earlier success by it, and warm reads can fetch only newer events.
+ALTER TABLE {schema}.sessions ADD COLUMN IF NOT EXISTS revision bigint NOT NULL DEFAULT 0;
+ALTER TABLE {schema}.sessions ADD COLUMN IF NOT EXISTS update_ts double precision;
+ALTER TABLE {schema}.events ADD COLUMN IF NOT EXISTS seq bigint;
+
+-- A writer that does not know these columns (ADK's own service during a rolling deploy) updates
+-- a session without touching revision: bump it for them and derive update_ts from update_time,
+-- so our stale-writer check sees their change.
+CREATE OR REPLACE FUNCTION {schema}.adk_postgres_foreign_session_update() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.revision := OLD.revision + 1;
+    NEW.update_ts := extract(epoch FROM NEW.update_time)::double precision;
+    RETURN NEW;
+END
+$$;
+
+DROP TRIGGER IF EXISTS adk_postgres_foreign_session_update ON {schema}.sessions;
+CREATE TRIGGER adk_postgres_foreign_session_update
+    BEFORE UPDATE ON {schema}.sessions
+    FOR EACH ROW WHEN (NEW.revision = OLD.revision)
+    EXECUTE FUNCTION {schema}.adk_postgres_foreign_session_update();
+
+-- list_sessions filters by app (and user) and orders by update time.
+CREATE INDEX IF NOT EXISTS idx_sessions_app_update_time
+    ON {schema}.sessions (app_name, update_time, user_id, id);

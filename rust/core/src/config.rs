@@ -1,0 +1,341 @@
+//! Connection and pool configuration, parsed from a libpq-style URL or key=value string.
+//!
+//! tokio-postgres parses the URL itself (unix-socket `host=` paths, multi-host lists,
+//! `application_name`, `connect_timeout`, …). We pre-process only what it does not know:
+//! SQLAlchemy-style driver suffixes (`postgresql+asyncpg://`), libpq's `verify-ca` /
+//! `verify-full` sslmodes and `sslrootcert`.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use percent_encoding::percent_decode_str;
+use tokio_postgres::config::{Host, SslMode};
+
+use crate::error::{Result, StoreError};
+
+/// How the server certificate is checked when TLS is used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsVerify {
+    /// libpq `prefer` / `require`: encrypt, do not verify the certificate.
+    None,
+    /// libpq `verify-ca`: the chain must lead to a trusted root; any host name.
+    Ca,
+    /// libpq `verify-full`: trusted chain and matching host name.
+    Full,
+}
+
+/// Pool and store options that are not part of the URL.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub pool_size: usize,
+    pub connect_timeout: Duration,
+    pub acquire_timeout: Duration,
+    pub statement_cache: bool,
+    pub schema: String,
+    pub application_name: Option<String>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            pool_size: 10,
+            connect_timeout: Duration::from_secs(10),
+            acquire_timeout: Duration::from_secs(30),
+            statement_cache: true,
+            schema: "public".to_string(),
+            application_name: Some("adk-postgres".to_string()),
+        }
+    }
+}
+
+/// Everything needed to build a pool.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub pg: tokio_postgres::Config,
+    pub tls_verify: TlsVerify,
+    pub ssl_root_cert: Option<PathBuf>,
+    pub options: StoreOptions,
+}
+
+const MAX_IDENTIFIER_LEN: usize = 63;
+
+impl StoreConfig {
+    /// Parses `url` and validates `options`.
+    pub fn parse(url: &str, options: StoreOptions) -> Result<Self> {
+        validate_options(&options)?;
+        let pre = preprocess(url)?;
+        let mut pg = tokio_postgres::Config::from_str(&pre.url).map_err(|e| {
+            StoreError::config(format!("invalid PostgreSQL URL ({}): {e}", redact(url)))
+        })?;
+        if pg.get_hosts().is_empty() {
+            return Err(StoreError::config(format!(
+                "the PostgreSQL URL names no host or socket directory ({})",
+                redact(url)
+            )));
+        }
+        if pg.get_user().is_none() {
+            pg.user(&default_user());
+        }
+        if pg.get_connect_timeout().is_none() {
+            pg.connect_timeout(options.connect_timeout);
+        }
+        if pg.get_application_name().is_none() {
+            if let Some(name) = &options.application_name {
+                pg.application_name(name);
+            }
+        }
+        if pre.tls_verify != TlsVerify::None {
+            pg.ssl_mode(SslMode::Require);
+        }
+        Ok(StoreConfig {
+            pg,
+            tls_verify: pre.tls_verify,
+            ssl_root_cert: pre.ssl_root_cert,
+            options,
+        })
+    }
+
+    /// A description of the target that is safe to print: hosts, ports, database, user —
+    /// never the password.
+    pub fn describe(&self) -> String {
+        let hosts: Vec<String> = self
+            .pg
+            .get_hosts()
+            .iter()
+            .map(|h| match h {
+                Host::Tcp(name) => name.clone(),
+                #[cfg(unix)]
+                Host::Unix(path) => path.display().to_string(),
+            })
+            .collect();
+        let ports: Vec<String> = self.pg.get_ports().iter().map(u16::to_string).collect();
+        format!(
+            "host={} port={} dbname={} user={} schema={}",
+            hosts.join(","),
+            if ports.is_empty() { "5432".to_string() } else { ports.join(",") },
+            self.pg.get_dbname().or(self.pg.get_user()).unwrap_or(""),
+            self.pg.get_user().unwrap_or(""),
+            self.options.schema
+        )
+    }
+}
+
+fn default_user() -> String {
+    std::env::var("PGUSER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "postgres".to_string())
+}
+
+fn validate_options(options: &StoreOptions) -> Result<()> {
+    if options.pool_size == 0 {
+        return Err(StoreError::config("pool_size must be at least 1"));
+    }
+    if options.connect_timeout.is_zero() || options.acquire_timeout.is_zero() {
+        return Err(StoreError::config("connect_timeout and acquire_timeout must be positive"));
+    }
+    let schema = &options.schema;
+    if schema.is_empty() || schema.len() > MAX_IDENTIFIER_LEN || schema.contains('\0') {
+        return Err(StoreError::config(format!(
+            "schema name must be 1 to {MAX_IDENTIFIER_LEN} bytes without NUL characters"
+        )));
+    }
+    Ok(())
+}
+
+struct Preprocessed {
+    url: String,
+    tls_verify: TlsVerify,
+    ssl_root_cert: Option<PathBuf>,
+}
+
+/// Rewrites the parts of a libpq URL that tokio-postgres does not accept.
+fn preprocess(url: &str) -> Result<Preprocessed> {
+    let url = url.trim();
+    let mut tls_verify = TlsVerify::None;
+    let mut ssl_root_cert = None;
+    let mut handle = |key: &str, value: &str| -> Result<Option<String>> {
+        match key {
+            "sslmode" => match value {
+                "verify-full" => {
+                    tls_verify = TlsVerify::Full;
+                    Ok(Some("require".to_string()))
+                }
+                "verify-ca" => {
+                    tls_verify = TlsVerify::Ca;
+                    Ok(Some("require".to_string()))
+                }
+                "allow" => Ok(Some("prefer".to_string())),
+                "disable" | "prefer" | "require" => Ok(Some(value.to_string())),
+                other => Err(StoreError::config(format!(
+                    "unknown sslmode {other:?} (use disable, prefer, require, verify-ca or verify-full)"
+                ))),
+            },
+            "sslrootcert" => {
+                ssl_root_cert = Some(PathBuf::from(value));
+                Ok(None)
+            }
+            _ => Ok(Some(value.to_string())),
+        }
+    };
+
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let base = scheme.split('+').next().unwrap_or(scheme);
+        if base != "postgresql" && base != "postgres" {
+            return Err(StoreError::config(format!(
+                "unsupported URL scheme {scheme:?}: use postgresql://"
+            )));
+        }
+        let (head, query) = match rest.split_once('?') {
+            Some((h, q)) => (h, Some(q)),
+            None => (rest, None),
+        };
+        let mut kept = Vec::new();
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let key = percent_decode_str(k).decode_utf8_lossy().to_string();
+            let value = percent_decode_str(v).decode_utf8_lossy().to_string();
+            if let Some(new_value) = handle(&key, &value)? {
+                if new_value == value {
+                    kept.push(pair.to_string());
+                } else {
+                    kept.push(format!("{k}={new_value}"));
+                }
+            }
+        }
+        let mut out = format!("postgresql://{head}");
+        if !kept.is_empty() {
+            out.push('?');
+            out.push_str(&kept.join("&"));
+        }
+        Ok(Preprocessed { url: out, tls_verify, ssl_root_cert })
+    } else {
+        // key=value form; values containing spaces must be quoted and are passed through.
+        let mut kept = Vec::new();
+        for token in url.split_whitespace() {
+            match token.split_once('=') {
+                Some((k, v)) if !v.starts_with('\'') => {
+                    if let Some(new_value) = handle(k, v)? {
+                        kept.push(format!("{k}={new_value}"));
+                    }
+                }
+                _ => kept.push(token.to_string()),
+            }
+        }
+        Ok(Preprocessed { url: kept.join(" "), tls_verify, ssl_root_cert })
+    }
+}
+
+/// Replaces the password in a URL or key=value string with `***`.
+pub fn redact(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let (authority_and_path, query) = match rest.split_once('?') {
+            Some((a, q)) => (a, Some(q)),
+            None => (rest, None),
+        };
+        let mut out = format!("{scheme}://");
+        match authority_and_path.rsplit_once('@') {
+            Some((userinfo, hostpart)) => {
+                let user = userinfo.split(':').next().unwrap_or("");
+                if userinfo.contains(':') {
+                    out.push_str(&format!("{user}:***@{hostpart}"));
+                } else {
+                    out.push_str(&format!("{user}@{hostpart}"));
+                }
+            }
+            None => out.push_str(authority_and_path),
+        }
+        if let Some(q) = query {
+            let pairs: Vec<String> = q
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some(("password", _)) => "password=***".to_string(),
+                    _ => p.to_string(),
+                })
+                .collect();
+            out.push('?');
+            out.push_str(&pairs.join("&"));
+        }
+        out
+    } else {
+        url.split_whitespace()
+            .map(|t| if t.starts_with("password=") { "password=***" } else { t })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(url: &str) -> Result<StoreConfig> {
+        StoreConfig::parse(url, StoreOptions::default())
+    }
+
+    #[test]
+    fn parses_tcp_url_with_options() {
+        let cfg = parse("postgresql://bob:secret@db.example:6543/app?application_name=x").unwrap();
+        assert_eq!(cfg.pg.get_hosts(), &[Host::Tcp("db.example".into())]);
+        assert_eq!(cfg.pg.get_ports(), &[6543]);
+        assert_eq!(cfg.pg.get_dbname(), Some("app"));
+        assert_eq!(cfg.pg.get_user(), Some("bob"));
+        assert_eq!(cfg.pg.get_application_name(), Some("x"));
+        assert!(!cfg.describe().contains("secret"));
+    }
+
+    #[test]
+    fn parses_unix_socket_host_param() {
+        let cfg = parse("postgresql://postgres:@/postgres?host=/var/lib/pg/data").unwrap();
+        assert_eq!(cfg.pg.get_hosts(), &[Host::Unix("/var/lib/pg/data".into())]);
+        assert_eq!(cfg.pg.get_dbname(), Some("postgres"));
+    }
+
+    #[test]
+    fn parses_multi_host_and_key_value_form() {
+        let cfg = parse("postgresql://u@a:5432,b:5433/db").unwrap();
+        assert_eq!(cfg.pg.get_hosts().len(), 2);
+        assert_eq!(cfg.pg.get_ports(), &[5432, 5433]);
+        let kv = parse("host=h1,h2 user=u dbname=d sslmode=disable").unwrap();
+        assert_eq!(kv.pg.get_hosts().len(), 2);
+        assert_eq!(kv.pg.get_ssl_mode(), SslMode::Disable);
+    }
+
+    #[test]
+    fn driver_suffix_and_sslmodes() {
+        let cfg = parse("postgresql+asyncpg://u@h/d?sslmode=verify-full&sslrootcert=/ca.pem").unwrap();
+        assert_eq!(cfg.tls_verify, TlsVerify::Full);
+        assert_eq!(cfg.pg.get_ssl_mode(), SslMode::Require);
+        assert_eq!(cfg.ssl_root_cert, Some(PathBuf::from("/ca.pem")));
+        let req = parse("postgres://u@h/d?sslmode=require").unwrap();
+        assert_eq!(req.tls_verify, TlsVerify::None);
+        assert_eq!(req.pg.get_ssl_mode(), SslMode::Require);
+        assert!(parse("postgresql://u@h/d?sslmode=bogus").is_err());
+    }
+
+    #[test]
+    fn options_are_applied_and_validated() {
+        let cfg = parse("postgresql://u@h/d").unwrap();
+        assert_eq!(cfg.pg.get_application_name(), Some("adk-postgres"));
+        assert_eq!(cfg.pg.get_connect_timeout(), Some(&Duration::from_secs(10)));
+        let bad = StoreOptions { pool_size: 0, ..StoreOptions::default() };
+        assert!(StoreConfig::parse("postgresql://u@h/d", bad).is_err());
+        let bad_schema = StoreOptions { schema: "x".repeat(64), ..StoreOptions::default() };
+        assert!(StoreConfig::parse("postgresql://u@h/d", bad_schema).is_err());
+    }
+
+    #[test]
+    fn rejects_other_schemes_and_hostless_urls() {
+        assert!(parse("mysql://u@h/d").is_err());
+        assert!(parse("postgresql:///d").is_err());
+    }
+
+    #[test]
+    fn errors_and_redaction_hide_passwords() {
+        let err = parse("postgresql://bob:hunter2@h:notaport/d").unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert_eq!(redact("postgresql://bob:hunter2@h/d"), "postgresql://bob:***@h/d");
+        assert_eq!(redact("postgresql://h/d?password=hunter2&x=1"), "postgresql://h/d?password=***&x=1");
+        assert_eq!(redact("host=h password=hunter2"), "host=h password=***");
+    }
+}

@@ -1,0 +1,76 @@
+//! The connection pool (deadpool-postgres) and the error mapping for acquiring from it.
+
+use deadpool_postgres::{
+    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime, Timeouts,
+};
+
+use crate::config::StoreConfig;
+use crate::error::{ErrorKind, Result, StoreError};
+use crate::tls::make_connector;
+
+/// Builds a pool; no connection is opened until the first acquire.
+pub fn build_pool(config: &StoreConfig) -> Result<Pool> {
+    let tls = make_connector(config)?;
+    let manager = Manager::from_config(
+        config.pg.clone(),
+        tls,
+        // `Fast` skips a test query on every checkout; a broken connection is detected by
+        // `is_closed()` and replaced, and a statement on a dropped one fails with a typed error.
+        ManagerConfig { recycling_method: RecyclingMethod::Fast },
+    );
+    let options = &config.options;
+    Pool::builder(manager)
+        .max_size(options.pool_size)
+        .runtime(Runtime::Tokio1)
+        .timeouts(Timeouts {
+            wait: Some(options.acquire_timeout),
+            create: Some(options.connect_timeout),
+            recycle: Some(options.connect_timeout),
+        })
+        .build()
+        .map_err(|e| StoreError::config(format!("cannot build the connection pool: {e}")))
+}
+
+/// Takes a connection from the pool, mapping every failure to a typed error.
+pub async fn acquire(pool: &Pool, describe: impl Fn() -> String) -> Result<Object> {
+    pool.get().await.map_err(|err| match err {
+        PoolError::Timeout(deadpool_postgres::TimeoutType::Wait) => StoreError::new(
+            ErrorKind::PoolTimeout,
+            format!(
+                "no connection became free within the acquire timeout; all {} pooled connections \
+                 are in use (raise pool_size or acquire_timeout)",
+                pool.status().max_size
+            ),
+        ),
+        PoolError::Timeout(_) => StoreError::new(
+            ErrorKind::Connection,
+            format!("timed out connecting to PostgreSQL ({})", describe()),
+        ),
+        PoolError::Backend(e) => {
+            let mut mapped = StoreError::from(e);
+            if mapped.kind == ErrorKind::Connection {
+                mapped.message = format!("cannot connect to PostgreSQL ({}): {}", describe(), mapped.message);
+            }
+            mapped
+        }
+        PoolError::Closed => StoreError::new(ErrorKind::Closed, "the connection pool is closed"),
+        PoolError::NoRuntimeSpecified => StoreError::config("no async runtime for the pool"),
+        PoolError::PostCreateHook(e) => {
+            StoreError::new(ErrorKind::Connection, format!("connection setup failed: {e}"))
+        }
+    })
+}
+
+/// Pool counters for monitoring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStatus {
+    pub max_size: usize,
+    pub size: usize,
+    pub available: usize,
+    pub waiting: usize,
+}
+
+pub fn status(pool: &Pool) -> PoolStatus {
+    let s = pool.status();
+    PoolStatus { max_size: s.max_size, size: s.size, available: s.available, waiting: s.waiting }
+}

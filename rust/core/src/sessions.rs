@@ -1,0 +1,292 @@
+//! Session operations on a [`Store`]: the SQL in `sql.rs`, the row decoding here.
+//!
+//! JSON travels as bytes both ways (see `codec.rs`); ADK semantics such as prefix splitting
+//! and temp-state trimming stay in Python, which has ADK's types.
+
+use crate::codec::{JsonParam, JsonText};
+use crate::error::Result;
+use crate::sql::SessionSql;
+use crate::store::Store;
+
+/// Identifies a session: ADK's composite primary key.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionKey<'a> {
+    pub app_name: &'a str,
+    pub user_id: &'a str,
+    pub session_id: &'a str,
+}
+
+/// JSON text owned by a result.
+pub type Json = Vec<u8>;
+
+/// What `create_session` stored. `None` from [`Store::create_session`] means the id is taken.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Created {
+    pub revision: i64,
+    pub app_state: Option<Json>,
+    pub user_state: Option<Json>,
+}
+
+/// A session as read by `get_session`, in one snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionData {
+    pub state: Json,
+    pub revision: i64,
+    pub last_update_time: f64,
+    pub app_state: Option<Json>,
+    pub user_state: Option<Json>,
+    /// Event JSON, oldest first.
+    pub events: Vec<Json>,
+}
+
+/// One row of `list_sessions`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionSummary {
+    pub user_id: String,
+    pub session_id: String,
+    pub state: Json,
+    pub revision: i64,
+    pub last_update_time: f64,
+}
+
+/// The result of `list_sessions`: app state, each listed user's state, the sessions.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SessionList {
+    pub app_state: Option<Json>,
+    pub user_states: Vec<(String, Json)>,
+    pub sessions: Vec<SessionSummary>,
+}
+
+/// An event to append and the state deltas that go with it (already split by prefix).
+#[derive(Debug, Clone, Copy)]
+pub struct NewEvent<'a> {
+    pub event_id: &'a str,
+    pub invocation_id: &'a str,
+    pub timestamp: f64,
+    pub event_json: &'a [u8],
+    pub session_delta: Option<&'a [u8]>,
+    pub app_delta: Option<&'a [u8]>,
+    pub user_delta: Option<&'a [u8]>,
+}
+
+/// How an append ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// Stored; the session is now at this revision.
+    Appended(i64),
+    /// The event was already stored by an earlier attempt that committed (a retry after a
+    /// dropped connection) and nothing was written since; the session is at this revision.
+    AlreadyStored(i64),
+    /// The caller's revision is behind the stored one: nothing was written.
+    Stale(i64),
+    /// No such session.
+    SessionNotFound,
+}
+
+/// The stored revision marker of a session, for callers without one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RevisionInfo {
+    pub revision: i64,
+    pub last_update_time: f64,
+    pub last_event_id: Option<String>,
+}
+
+fn json_opt(row: &tokio_postgres::Row, idx: usize) -> Option<Json> {
+    row.get::<_, Option<JsonText>>(idx).map(|t| t.0.to_vec())
+}
+
+impl Store {
+    /// Creates a session with its initial state; `None` if the id already exists.
+    pub async fn create_session(
+        &self,
+        key: SessionKey<'_>,
+        state: &[u8],
+        app_delta: Option<&[u8]>,
+        user_delta: Option<&[u8]>,
+        create_time: f64,
+    ) -> Result<Option<Created>> {
+        let conn = self.connection().await?;
+        let sql = &self.sql.create[SessionSql::create_index(app_delta.is_some(), user_delta.is_some())];
+        let empty = JsonParam(b"{}");
+        let app = app_delta.map_or(empty, JsonParam);
+        let user = user_delta.map_or(empty, JsonParam);
+        let row = self
+            .query_opt(
+                &conn,
+                sql,
+                &[
+                    &key.app_name,
+                    &key.user_id,
+                    &key.session_id,
+                    &JsonParam(state),
+                    &create_time,
+                    &app,
+                    &user,
+                ],
+            )
+            .await?
+            .expect("a SELECT without FROM returns one row");
+        let revision: Option<i64> = row.get(0);
+        Ok(revision.map(|revision| Created {
+            revision,
+            app_state: json_opt(&row, 1),
+            user_state: json_opt(&row, 2),
+        }))
+    }
+
+    /// Reads a session with the selected events; `None` if it does not exist.
+    pub async fn get_session(
+        &self,
+        key: SessionKey<'_>,
+        after_timestamp: Option<f64>,
+        num_recent_events: Option<i64>,
+    ) -> Result<Option<SessionData>> {
+        let conn = self.connection().await?;
+        let rows = self
+            .query(
+                &conn,
+                &self.sql.get,
+                &[&key.app_name, &key.user_id, &key.session_id, &after_timestamp, &num_recent_events],
+            )
+            .await?;
+        let mut data: Option<SessionData> = None;
+        let (mut app_state, mut user_state) = (None, None);
+        let mut events = Vec::new();
+        for row in &rows {
+            let kind: i16 = row.get(0);
+            match kind {
+                0 => {
+                    data = Some(SessionData {
+                        state: json_opt(row, 1).unwrap_or_else(|| b"{}".to_vec()),
+                        revision: row.get(2),
+                        last_update_time: row.get(3),
+                        app_state: None,
+                        user_state: None,
+                        events: Vec::new(),
+                    })
+                }
+                1 => app_state = json_opt(row, 1),
+                2 => user_state = json_opt(row, 1),
+                // An event row with NULL event_data (allowed by ADK's schema, never written by
+                // ADK v1 or by us) has nothing to restore.
+                _ => events.extend(json_opt(row, 1)),
+            }
+        }
+        Ok(data.map(|mut d| {
+            d.app_state = app_state;
+            d.user_state = user_state;
+            d.events = events;
+            d
+        }))
+    }
+
+    /// Lists the sessions of one user, or of every user of the app when `user_id` is `None`.
+    pub async fn list_sessions(&self, app_name: &str, user_id: Option<&str>) -> Result<SessionList> {
+        let conn = self.connection().await?;
+        let rows = match user_id {
+            Some(user) => self.query(&conn, &self.sql.list_user, &[&app_name, &user]).await?,
+            None => self.query(&conn, &self.sql.list_app, &[&app_name]).await?,
+        };
+        let mut list = SessionList::default();
+        for row in &rows {
+            let kind: i16 = row.get(0);
+            match kind {
+                0 => list.app_state = json_opt(row, 3),
+                1 => list.user_states.push((row.get(1), json_opt(row, 3).unwrap_or_default())),
+                _ => list.sessions.push(SessionSummary {
+                    user_id: row.get(1),
+                    session_id: row.get(2),
+                    state: json_opt(row, 3).unwrap_or_else(|| b"{}".to_vec()),
+                    revision: row.get(4),
+                    last_update_time: row.get(5),
+                }),
+            }
+        }
+        Ok(list)
+    }
+
+    /// Deletes a session and its events; deleting a missing session is not an error.
+    pub async fn delete_session(&self, key: SessionKey<'_>) -> Result<bool> {
+        let conn = self.connection().await?;
+        let n = self
+            .execute(&conn, &self.sql.delete, &[&key.app_name, &key.user_id, &key.session_id])
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// Appends an event if the session is still at `expected_revision`, merging the state
+    /// deltas in the same statement.
+    pub async fn append_event(
+        &self,
+        key: SessionKey<'_>,
+        expected_revision: i64,
+        event: NewEvent<'_>,
+    ) -> Result<AppendOutcome> {
+        let conn = self.connection().await?;
+        let row = self
+            .query_opt(
+                &conn,
+                &self.sql.append,
+                &[
+                    &key.app_name,
+                    &key.user_id,
+                    &key.session_id,
+                    &expected_revision,
+                    &event.session_delta.map(JsonParam),
+                    &event.timestamp,
+                    &event.event_id,
+                    &event.invocation_id,
+                    &JsonParam(event.event_json),
+                    &event.app_delta.map(JsonParam),
+                    &event.user_delta.map(JsonParam),
+                ],
+            )
+            .await?;
+        if let Some(row) = row {
+            return Ok(AppendOutcome::Appended(row.get(0)));
+        }
+        let probe = self
+            .query_opt(
+                &conn,
+                &self.sql.append_probe,
+                &[&key.app_name, &key.user_id, &key.session_id, &event.event_id],
+            )
+            .await?;
+        Ok(match probe {
+            None => AppendOutcome::SessionNotFound,
+            Some(row) => {
+                let revision: i64 = row.get(0);
+                let stored_at: Option<i64> = row.get(1);
+                if stored_at == Some(revision) {
+                    AppendOutcome::AlreadyStored(revision)
+                } else {
+                    AppendOutcome::Stale(revision)
+                }
+            }
+        })
+    }
+
+    /// The stored revision of a session, for session objects that carry no marker.
+    pub async fn session_revision(&self, key: SessionKey<'_>) -> Result<Option<RevisionInfo>> {
+        let conn = self.connection().await?;
+        let row = self
+            .query_opt(
+                &conn,
+                &self.sql.revision_probe,
+                &[&key.app_name, &key.user_id, &key.session_id],
+            )
+            .await?;
+        Ok(row.map(|row| RevisionInfo {
+            revision: row.get(0),
+            last_update_time: row.get(1),
+            last_event_id: row.get(2),
+        }))
+    }
+
+    /// The user-scoped state of `(app_name, user_id)`, `None` if none was stored.
+    pub async fn get_user_state(&self, app_name: &str, user_id: &str) -> Result<Option<Json>> {
+        let conn = self.connection().await?;
+        let row = self.query_opt(&conn, &self.sql.get_user_state, &[&app_name, &user_id]).await?;
+        Ok(row.and_then(|r| json_opt(&r, 0)))
+    }
+}

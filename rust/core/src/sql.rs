@@ -1,0 +1,247 @@
+//! The SQL text of every statement, built once per store for its schema.
+//!
+//! Identifiers are never taken from callers except the schema name, which is quoted here;
+//! every value travels as a bind parameter.
+
+/// Quotes an identifier for PostgreSQL (`"` doubled inside).
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Converts a float epoch parameter to ADK's naive-UTC `timestamp` column type.
+fn ts(param: &str) -> String {
+    format!("(to_timestamp({param}::float8) AT TIME ZONE 'UTC')")
+}
+
+/// Every statement the session store runs, with the schema filled in.
+#[derive(Debug, Clone)]
+pub struct SessionSql {
+    /// Indexed by [`SessionSql::create_index`]: which of app/user state get a delta.
+    pub create: [String; 4],
+    pub get: String,
+    pub list_user: String,
+    pub list_app: String,
+    pub delete: String,
+    pub append: String,
+    pub append_probe: String,
+    pub revision_probe: String,
+    pub get_user_state: String,
+}
+
+impl SessionSql {
+    pub fn new(schema: &str) -> Self {
+        let s = quote_ident(schema);
+        let now = "(now() AT TIME ZONE 'UTC')";
+        let last_update = "COALESCE(s.update_ts, extract(epoch FROM s.update_time)::float8)";
+        SessionSql {
+            create: [(false, false), (true, false), (false, true), (true, true)]
+                .map(|(app, user)| create_sql(&s, app, user)),
+            // One statement, one snapshot: the session row (kind 0), app state (1), user state
+            // (2) and the selected events (3), oldest first. $4 after_timestamp (inclusive) and
+            // $5 the number of most recent events, each NULL for "no filter".
+            get: format!(
+                "SELECT 0::int2 AS kind, s.state AS data, s.revision AS num,
+                        {last_update} AS ts, NULL::timestamp AS ets, NULL::varchar AS eid
+                   FROM {s}.sessions s
+                  WHERE s.app_name = $1 AND s.user_id = $2 AND s.id = $3
+                 UNION ALL
+                 SELECT 1::int2, a.state, NULL, NULL, NULL, NULL
+                   FROM {s}.app_states a WHERE a.app_name = $1
+                 UNION ALL
+                 SELECT 2::int2, u.state, NULL, NULL, NULL, NULL
+                   FROM {s}.user_states u WHERE u.app_name = $1 AND u.user_id = $2
+                 UNION ALL
+                 (SELECT 3::int2, e.event_data, e.seq, NULL, e.\"timestamp\", e.id
+                    FROM {s}.events e
+                   WHERE e.app_name = $1 AND e.user_id = $2 AND e.session_id = $3
+                     AND ($4::float8 IS NULL OR e.\"timestamp\" >= {t4})
+                   ORDER BY e.\"timestamp\" DESC, e.id DESC
+                   LIMIT $5::int8)
+                 ORDER BY kind, ets, eid",
+                t4 = ts("$4"),
+            ),
+            // App state (kind 0), the user's state (1), the sessions (2) oldest update first.
+            list_user: format!(
+                "SELECT 0::int2 AS kind, NULL::varchar AS user_id, NULL::varchar AS id,
+                        a.state AS data, NULL::int8 AS num, NULL::float8 AS ts,
+                        NULL::timestamp AS ut
+                   FROM {s}.app_states a WHERE a.app_name = $1
+                 UNION ALL
+                 SELECT 1::int2, u.user_id, NULL, u.state, NULL, NULL, NULL
+                   FROM {s}.user_states u WHERE u.app_name = $1 AND u.user_id = $2
+                 UNION ALL
+                 SELECT 2::int2, s.user_id, s.id, s.state, s.revision, {last_update}, s.update_time
+                   FROM {s}.sessions s WHERE s.app_name = $1 AND s.user_id = $2
+                 ORDER BY kind, ut, user_id, id"
+            ),
+            list_app: format!(
+                "SELECT 0::int2 AS kind, NULL::varchar AS user_id, NULL::varchar AS id,
+                        a.state AS data, NULL::int8 AS num, NULL::float8 AS ts,
+                        NULL::timestamp AS ut
+                   FROM {s}.app_states a WHERE a.app_name = $1
+                 UNION ALL
+                 SELECT 1::int2, u.user_id, NULL, u.state, NULL, NULL, NULL
+                   FROM {s}.user_states u WHERE u.app_name = $1
+                 UNION ALL
+                 SELECT 2::int2, s.user_id, s.id, s.state, s.revision, {last_update}, s.update_time
+                   FROM {s}.sessions s WHERE s.app_name = $1
+                 ORDER BY kind, ut, user_id, id"
+            ),
+            // Events go with the session through the foreign key's ON DELETE CASCADE.
+            delete: format!(
+                "DELETE FROM {s}.sessions WHERE app_name = $1 AND user_id = $2 AND id = $3"
+            ),
+            // The whole append in one statement, gated on the revision the caller holds:
+            // $1 app, $2 user, $3 id, $4 expected revision, $5 session-state delta (NULL: none),
+            // $6 event timestamp, $7 event id, $8 invocation id, $9 event JSON,
+            // $10 app-state delta, $11 user-state delta (NULL: none).
+            // No row back → the revision did not match or the session is gone (probe decides).
+            append: format!(
+                "WITH s AS (
+                    UPDATE {s}.sessions
+                       SET state = CASE WHEN $5::jsonb IS NULL THEN state ELSE state || $5::jsonb END,
+                           revision = revision + 1,
+                           update_time = {t6},
+                           update_ts = $6::float8
+                     WHERE app_name = $1 AND user_id = $2 AND id = $3 AND revision = $4
+                     RETURNING revision
+                ), ev AS (
+                    INSERT INTO {s}.events
+                        (id, app_name, user_id, session_id, invocation_id, \"timestamp\", event_data, seq)
+                    SELECT $7, $1, $2, $3, $8, {t6}, $9, s.revision FROM s
+                ), app AS (
+                    INSERT INTO {s}.app_states AS t (app_name, state, update_time)
+                    SELECT $1, $10::jsonb, {now} FROM s WHERE $10::jsonb IS NOT NULL
+                    ON CONFLICT (app_name) DO UPDATE
+                        SET state = t.state || EXCLUDED.state, update_time = EXCLUDED.update_time
+                ), usr AS (
+                    INSERT INTO {s}.user_states AS t (app_name, user_id, state, update_time)
+                    SELECT $1, $2, $11::jsonb, {now} FROM s WHERE $11::jsonb IS NOT NULL
+                    ON CONFLICT (app_name, user_id) DO UPDATE
+                        SET state = t.state || EXCLUDED.state, update_time = EXCLUDED.update_time
+                )
+                SELECT revision FROM s",
+                t6 = ts("$6"),
+            ),
+            // After a failed append: does the session exist, at which revision, and is this
+            // event already stored (a retry of an append that committed)?
+            append_probe: format!(
+                "SELECT s.revision,
+                        (SELECT e.seq FROM {s}.events e
+                          WHERE e.app_name = $1 AND e.user_id = $2 AND e.session_id = $3
+                            AND e.id = $4)
+                   FROM {s}.sessions s
+                  WHERE s.app_name = $1 AND s.user_id = $2 AND s.id = $3"
+            ),
+            // For session objects without a marker (built by hand): the stored revision, exact
+            // update time and latest event id, so the caller can apply ADK's fallback rule.
+            revision_probe: format!(
+                "SELECT s.revision, {last_update},
+                        (SELECT e.id FROM {s}.events e
+                          WHERE e.app_name = $1 AND e.user_id = $2 AND e.session_id = $3
+                          ORDER BY e.\"timestamp\" DESC, e.id DESC LIMIT 1)
+                   FROM {s}.sessions s
+                  WHERE s.app_name = $1 AND s.user_id = $2 AND s.id = $3"
+            ),
+            get_user_state: format!(
+                "SELECT state FROM {s}.user_states WHERE app_name = $1 AND user_id = $2"
+            ),
+        }
+    }
+}
+
+impl SessionSql {
+    /// Which `create` variant to run for the given non-empty deltas.
+    pub fn create_index(app_delta: bool, user_delta: bool) -> usize {
+        usize::from(app_delta) + 2 * usize::from(user_delta)
+    }
+}
+
+/// `create_session` in one statement: $1 app, $2 user, $3 id, $4 session state, $5 create time
+/// (float epoch), $6 app-state delta, $7 user-state delta.
+///
+/// ADK expects both state rows to exist after a create, so they are always inserted. Without a
+/// delta a conflict does nothing (`DO NOTHING` takes no row lock, so creates in one app do not
+/// queue behind each other); with one, the delta is merged with `||` (ADK's `dict.update`).
+/// No row from `ins` (the id is taken) → revision NULL → AlreadyExistsError.
+fn create_sql(s: &str, app_delta: bool, user_delta: bool) -> String {
+    let now = "(now() AT TIME ZONE 'UTC')";
+    let on_conflict = |delta: bool| {
+        if delta {
+            "DO UPDATE SET state = t.state || EXCLUDED.state, update_time = EXCLUDED.update_time"
+        } else {
+            "DO NOTHING"
+        }
+    };
+    format!(
+        "WITH ins AS (
+            INSERT INTO {s}.sessions
+                (app_name, user_id, id, state, create_time, update_time, revision, update_ts)
+            VALUES ($1, $2, $3, $4, {t5}, {t5}, 0, $5::float8)
+            ON CONFLICT DO NOTHING
+            RETURNING revision
+        ), app AS (
+            INSERT INTO {s}.app_states AS t (app_name, state, update_time)
+            SELECT $1, $6::jsonb, {now} FROM ins
+            ON CONFLICT (app_name) {app_conflict}
+            RETURNING state
+        ), usr AS (
+            INSERT INTO {s}.user_states AS t (app_name, user_id, state, update_time)
+            SELECT $1, $2, $7::jsonb, {now} FROM ins
+            ON CONFLICT (app_name, user_id) {user_conflict}
+            RETURNING state
+        )
+        SELECT (SELECT revision FROM ins),
+               COALESCE((SELECT state FROM app),
+                        (SELECT state FROM {s}.app_states WHERE app_name = $1)),
+               COALESCE((SELECT state FROM usr),
+                        (SELECT state FROM {s}.user_states WHERE app_name = $1 AND user_id = $2))",
+        t5 = ts("$5"),
+        app_conflict = on_conflict(app_delta),
+        user_conflict = on_conflict(user_delta),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_identifiers() {
+        assert_eq!(quote_ident("public"), "\"public\"");
+        assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
+    }
+
+    #[test]
+    fn statements_use_the_quoted_schema_everywhere() {
+        let sql = SessionSql::new("tenant\"a");
+        for text in [
+            &sql.create[0],
+            &sql.create[3],
+            &sql.get,
+            &sql.list_user,
+            &sql.list_app,
+            &sql.delete,
+            &sql.append,
+            &sql.append_probe,
+            &sql.revision_probe,
+            &sql.get_user_state,
+        ] {
+            assert!(text.contains("\"tenant\"\"a\"."), "{text}");
+            // Every table reference is qualified: no bare `FROM sessions` etc.
+            for table in ["sessions", "events", "app_states", "user_states"] {
+                assert!(!text.contains(&format!("FROM {table}")), "{text}");
+                assert!(!text.contains(&format!("INTO {table}")), "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn append_is_gated_on_revision_and_merges_state_in_sql() {
+        let sql = SessionSql::new("public");
+        assert!(sql.append.contains("AND revision = $4"));
+        assert!(sql.append.contains("state || $5::jsonb"));
+        assert!(sql.append.contains("t.state || EXCLUDED.state"));
+        assert!(sql.append.contains("FROM s"));
+    }
+}

@@ -1,0 +1,132 @@
+//! `Store`: one pool, one schema, the session operations.
+//!
+//! Each operation takes one pooled connection and runs one statement (the append's probe, the
+//! second statement, runs only when the append was refused). Statements are prepared once per
+//! connection and cached, unless `statement_cache` is off (PgBouncer in transaction mode).
+
+use deadpool_postgres::{Object, Pool};
+use tokio::sync::OnceCell;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
+
+use crate::config::StoreConfig;
+use crate::error::{ErrorKind, Result, StoreError};
+use crate::migrations;
+use crate::pool::{self, PoolStatus};
+use crate::sql::SessionSql;
+
+pub struct Store {
+    pool: Pool,
+    config: StoreConfig,
+    pub(crate) sql: SessionSql,
+    /// The process that built the pool: its sockets must not be used from a forked child.
+    owner_pid: u32,
+    /// Schema version after the first successful migration by this store.
+    migrated: OnceCell<i32>,
+}
+
+impl Store {
+    /// Builds the store; nothing is connected yet.
+    pub fn new(config: StoreConfig) -> Result<Self> {
+        let pool = pool::build_pool(&config)?;
+        let sql = SessionSql::new(&config.options.schema);
+        Ok(Store { pool, config, sql, owner_pid: std::process::id(), migrated: OnceCell::new() })
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    pub fn pool_status(&self) -> PoolStatus {
+        pool::status(&self.pool)
+    }
+
+    /// Closes the pool: idle connections are dropped now, busy ones when returned.
+    pub fn close(&self) {
+        self.pool.close();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.pool.is_closed()
+    }
+
+    /// Fails if called from a process other than the one that built the pool.
+    pub fn check_process(&self) -> Result<()> {
+        if std::process::id() != self.owner_pid {
+            return Err(StoreError::new(
+                ErrorKind::Forked,
+                "this adk-postgres pool was created in a parent process and cannot be used after \
+                 fork(); create a new service (or Database) in the child process",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Applies pending migrations (once per store) and returns the schema version.
+    pub async fn migrate(&self) -> Result<i32> {
+        self.check_process()?;
+        let version = self
+            .migrated
+            .get_or_try_init(|| async {
+                let mut conn = self.connection_unmigrated().await?;
+                migrations::migrate(&mut conn, &self.config.options.schema).await
+            })
+            .await?;
+        Ok(*version)
+    }
+
+    async fn connection_unmigrated(&self) -> Result<Object> {
+        if self.pool.is_closed() {
+            return Err(StoreError::new(ErrorKind::Closed, "the store is closed"));
+        }
+        pool::acquire(&self.pool, || self.config.describe()).await
+    }
+
+    /// A pooled connection to a migrated schema.
+    pub async fn connection(&self) -> Result<Object> {
+        self.check_process()?;
+        if self.migrated.get().is_none() {
+            self.migrate().await?;
+        }
+        self.connection_unmigrated().await
+    }
+
+    /// Runs one statement, prepared through the per-connection cache when enabled.
+    pub(crate) async fn query(
+        &self,
+        conn: &Object,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>> {
+        if self.config.options.statement_cache {
+            let stmt = conn.prepare_cached(sql).await?;
+            Ok(conn.query(&stmt, params).await?)
+        } else {
+            Ok(conn.query(sql, params).await?)
+        }
+    }
+
+    pub(crate) async fn query_opt(
+        &self,
+        conn: &Object,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>> {
+        let mut rows = self.query(conn, sql, params).await?;
+        Ok(if rows.is_empty() { None } else { Some(rows.swap_remove(0)) })
+    }
+
+    pub(crate) async fn execute(
+        &self,
+        conn: &Object,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64> {
+        if self.config.options.statement_cache {
+            let stmt = conn.prepare_cached(sql).await?;
+            Ok(conn.execute(&stmt, params).await?)
+        } else {
+            Ok(conn.execute(sql, params).await?)
+        }
+    }
+}

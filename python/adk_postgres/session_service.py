@@ -46,6 +46,11 @@ def _check_key(**parts: str) -> None:
             raise DataError(f"{name} is {len(value)} characters long; the limit is {MAX_KEY_LENGTH}")
         if "\x00" in value:
             raise DataError(f"{name} contains a NUL character, which PostgreSQL cannot store")
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise DataError(f"{name} is not valid UTF-8 text ({exc.reason})") from exc
 
 
 def _split_state(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:

@@ -6,9 +6,13 @@
 --   and Session.__eq__ compares exact floats).
 -- events.seq: the session revision an event was stored at; a retried append recognises its own
 --   earlier success by it, and warm reads can fetch only newer events.
+-- events.event_ts: the exact float event timestamp, for after_timestamp and ordering within a
+--   microsecond (ADK compares exact floats). NULL for rows ADK wrote: readers fall back to the
+--   timestamp column.
 ALTER TABLE {schema}.sessions ADD COLUMN IF NOT EXISTS revision bigint NOT NULL DEFAULT 0;
 ALTER TABLE {schema}.sessions ADD COLUMN IF NOT EXISTS update_ts double precision;
 ALTER TABLE {schema}.events ADD COLUMN IF NOT EXISTS seq bigint;
+ALTER TABLE {schema}.events ADD COLUMN IF NOT EXISTS event_ts double precision;
 
 -- A writer that does not know these columns (ADK's own service during a rolling deploy) updates
 -- a session without touching revision: bump it for them and derive update_ts from update_time,

@@ -57,7 +57,9 @@ pub fn keep_floats_for_jsonb(json: &[u8]) -> Cow<'_, [u8]> {
             b'-' | b'0'..=b'9' => {
                 let start = i;
                 i += 1;
-                while i < json.len() && matches!(json[i], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-') {
+                while i < json.len()
+                    && matches!(json[i], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')
+                {
                     i += 1;
                 }
                 if let Some(expanded) = expand_positive_exponent(&json[start..i]) {
@@ -191,7 +193,9 @@ mod tests {
         encode(text, &Type::JSONB, &mut wire);
         let stored = decode(&Type::JSONB, &wire).unwrap();
         assert_eq!(stored, &*keep_floats_for_jsonb(text));
-        assert!(stored.starts_with(br#"{"big":123456789012345678901234567890,"t":1732271234.1234567,"m":1000"#));
+        assert!(stored.starts_with(
+            br#"{"big":123456789012345678901234567890,"t":1732271234.1234567,"m":1000"#
+        ));
         assert_eq!(decode(&Type::JSON, text).unwrap(), text);
     }
 
@@ -208,7 +212,12 @@ mod tests {
             (b"1.0", b"1.0"),
         ];
         for (input, expected) in cases {
-            assert_eq!(&*keep_floats_for_jsonb(input), *expected, "{}", String::from_utf8_lossy(input));
+            assert_eq!(
+                &*keep_floats_for_jsonb(input),
+                *expected,
+                "{}",
+                String::from_utf8_lossy(input)
+            );
         }
         let big = keep_floats_for_jsonb(b"1e+308");
         assert_eq!(big.len(), 309 + 2);
@@ -220,7 +229,10 @@ mod tests {
         let text = br#"{"s":"1e+16 \" 2e+5","n":[1,2.5,-3],"t":true,"x":null}"#;
         assert!(matches!(keep_floats_for_jsonb(text), Cow::Borrowed(_)));
         let mixed = br#"{"s":"1e+16","v":1e+16}"#;
-        assert_eq!(&*keep_floats_for_jsonb(mixed), br#"{"s":"1e+16","v":10000000000000000.0}"#);
+        assert_eq!(
+            &*keep_floats_for_jsonb(mixed),
+            br#"{"s":"1e+16","v":10000000000000000.0}"#
+        );
     }
 
     #[test]

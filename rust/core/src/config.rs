@@ -75,7 +75,7 @@ impl StoreConfig {
             )));
         }
         if pg.get_user().is_none() {
-            pg.user(&default_user());
+            pg.user(default_user());
         }
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(options.connect_timeout);
@@ -113,7 +113,11 @@ impl StoreConfig {
         format!(
             "host={} port={} dbname={} user={} schema={}",
             hosts.join(","),
-            if ports.is_empty() { "5432".to_string() } else { ports.join(",") },
+            if ports.is_empty() {
+                "5432".to_string()
+            } else {
+                ports.join(",")
+            },
             self.pg.get_dbname().or(self.pg.get_user()).unwrap_or(""),
             self.pg.get_user().unwrap_or(""),
             self.options.schema
@@ -132,7 +136,9 @@ fn validate_options(options: &StoreOptions) -> Result<()> {
         return Err(StoreError::config("pool_size must be at least 1"));
     }
     if options.connect_timeout.is_zero() || options.acquire_timeout.is_zero() {
-        return Err(StoreError::config("connect_timeout and acquire_timeout must be positive"));
+        return Err(StoreError::config(
+            "connect_timeout and acquire_timeout must be positive",
+        ));
     }
     let schema = &options.schema;
     if schema.is_empty() || schema.len() > MAX_IDENTIFIER_LEN || schema.contains('\0') {
@@ -195,6 +201,12 @@ fn preprocess(url: &str) -> Result<Preprocessed> {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             let key = percent_decode_str(k).decode_utf8_lossy().to_string();
             let value = percent_decode_str(v).decode_utf8_lossy().to_string();
+            if key == "host" && value.contains(',') {
+                // libpq splits a `host` list on commas; tokio-postgres takes the URL parameter
+                // as one path, but accepts the parameter repeated.
+                kept.extend(v.split(',').map(|h| format!("host={h}")));
+                continue;
+            }
             if let Some(new_value) = handle(&key, &value)? {
                 if new_value == value {
                     kept.push(pair.to_string());
@@ -208,7 +220,11 @@ fn preprocess(url: &str) -> Result<Preprocessed> {
             out.push('?');
             out.push_str(&kept.join("&"));
         }
-        Ok(Preprocessed { url: out, tls_verify, ssl_root_cert })
+        Ok(Preprocessed {
+            url: out,
+            tls_verify,
+            ssl_root_cert,
+        })
     } else {
         // key=value form; values containing spaces must be quoted and are passed through.
         let mut kept = Vec::new();
@@ -222,7 +238,11 @@ fn preprocess(url: &str) -> Result<Preprocessed> {
                 _ => kept.push(token.to_string()),
             }
         }
-        Ok(Preprocessed { url: kept.join(" "), tls_verify, ssl_root_cert })
+        Ok(Preprocessed {
+            url: kept.join(" "),
+            tls_verify,
+            ssl_root_cert,
+        })
     }
 }
 
@@ -259,7 +279,13 @@ pub fn redact(url: &str) -> String {
         out
     } else {
         url.split_whitespace()
-            .map(|t| if t.starts_with("password=") { "password=***" } else { t })
+            .map(|t| {
+                if t.starts_with("password=") {
+                    "password=***"
+                } else {
+                    t
+                }
+            })
             .collect::<Vec<_>>()
             .join(" ")
     }
@@ -292,6 +318,15 @@ mod tests {
     }
 
     #[test]
+    fn splits_a_list_of_socket_directories() {
+        let cfg = parse("postgresql://u@/d?host=/run/a,/run/b&application_name=x").unwrap();
+        assert_eq!(
+            cfg.pg.get_hosts(),
+            &[Host::Unix("/run/a".into()), Host::Unix("/run/b".into())]
+        );
+    }
+
+    #[test]
     fn parses_multi_host_and_key_value_form() {
         let cfg = parse("postgresql://u@a:5432,b:5433/db").unwrap();
         assert_eq!(cfg.pg.get_hosts().len(), 2);
@@ -303,7 +338,8 @@ mod tests {
 
     #[test]
     fn driver_suffix_and_sslmodes() {
-        let cfg = parse("postgresql+asyncpg://u@h/d?sslmode=verify-full&sslrootcert=/ca.pem").unwrap();
+        let cfg =
+            parse("postgresql+asyncpg://u@h/d?sslmode=verify-full&sslrootcert=/ca.pem").unwrap();
         assert_eq!(cfg.tls_verify, TlsVerify::Full);
         assert_eq!(cfg.pg.get_ssl_mode(), SslMode::Require);
         assert_eq!(cfg.ssl_root_cert, Some(PathBuf::from("/ca.pem")));
@@ -318,9 +354,15 @@ mod tests {
         let cfg = parse("postgresql://u@h/d").unwrap();
         assert_eq!(cfg.pg.get_application_name(), Some("adk-postgres"));
         assert_eq!(cfg.pg.get_connect_timeout(), Some(&Duration::from_secs(10)));
-        let bad = StoreOptions { pool_size: 0, ..StoreOptions::default() };
+        let bad = StoreOptions {
+            pool_size: 0,
+            ..StoreOptions::default()
+        };
         assert!(StoreConfig::parse("postgresql://u@h/d", bad).is_err());
-        let bad_schema = StoreOptions { schema: "x".repeat(64), ..StoreOptions::default() };
+        let bad_schema = StoreOptions {
+            schema: "x".repeat(64),
+            ..StoreOptions::default()
+        };
         assert!(StoreConfig::parse("postgresql://u@h/d", bad_schema).is_err());
     }
 
@@ -334,8 +376,14 @@ mod tests {
     fn errors_and_redaction_hide_passwords() {
         let err = parse("postgresql://bob:hunter2@h:notaport/d").unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
-        assert_eq!(redact("postgresql://bob:hunter2@h/d"), "postgresql://bob:***@h/d");
-        assert_eq!(redact("postgresql://h/d?password=hunter2&x=1"), "postgresql://h/d?password=***&x=1");
+        assert_eq!(
+            redact("postgresql://bob:hunter2@h/d"),
+            "postgresql://bob:***@h/d"
+        );
+        assert_eq!(
+            redact("postgresql://h/d?password=hunter2&x=1"),
+            "postgresql://h/d?password=***&x=1"
+        );
         assert_eq!(redact("host=h password=hunter2"), "host=h password=***");
     }
 }

@@ -47,7 +47,11 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 
 impl StoreError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        StoreError { kind, message: message.into(), sqlstate: None }
+        StoreError {
+            kind,
+            message: message.into(),
+            sqlstate: None,
+        }
     }
 
     pub fn config(message: impl Into<String>) -> Self {
@@ -95,7 +99,11 @@ impl From<tokio_postgres::Error> for StoreError {
                 message.push_str(": ");
                 message.push_str(detail);
             }
-            return StoreError { kind: kind_for_sqlstate(&code), message, sqlstate: Some(code) };
+            return StoreError {
+                kind: kind_for_sqlstate(&code),
+                message,
+                sqlstate: Some(code),
+            };
         }
         // Not a server error: I/O, closed connection, TLS, connect timeout, protocol.
         // tokio-postgres' Display names the cause and never includes the password.

@@ -48,8 +48,11 @@ pub async fn migrate(client: &mut Client, schema: &str) -> Result<i32> {
     let s = quote_ident(schema);
     let tx = client.transaction().await?;
     // Serialise concurrent migrators of this schema (other processes starting at the same time).
-    tx.execute("SELECT pg_advisory_xact_lock(hashtext('adk_postgres:' || $1::text))", &[&schema])
-        .await?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('adk_postgres:' || $1::text))",
+        &[&schema],
+    )
+    .await?;
     tx.batch_execute(&format!(
         "CREATE SCHEMA IF NOT EXISTS {s};
          CREATE TABLE IF NOT EXISTS {s}.adk_postgres_migrations (
@@ -61,7 +64,10 @@ pub async fn migrate(client: &mut Client, schema: &str) -> Result<i32> {
     .await
     .map_err(|e| migration_error("preparing", e))?;
     let row = tx
-        .query_one(&format!("SELECT COALESCE(max(version), 0) FROM {s}.adk_postgres_migrations"), &[])
+        .query_one(
+            &format!("SELECT COALESCE(max(version), 0) FROM {s}.adk_postgres_migrations"),
+            &[],
+        )
         .await?;
     let current: i32 = row.get(0);
     for migration in MIGRATIONS.iter().filter(|m| m.version > current) {

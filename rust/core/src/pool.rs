@@ -16,7 +16,9 @@ pub fn build_pool(config: &StoreConfig) -> Result<Pool> {
         tls,
         // `Fast` skips a test query on every checkout; a broken connection is detected by
         // `is_closed()` and replaced, and a statement on a dropped one fails with a typed error.
-        ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
     );
     let options = &config.options;
     Pool::builder(manager)
@@ -49,15 +51,20 @@ pub async fn acquire(pool: &Pool, describe: impl Fn() -> String) -> Result<Objec
         PoolError::Backend(e) => {
             let mut mapped = StoreError::from(e);
             if mapped.kind == ErrorKind::Connection {
-                mapped.message = format!("cannot connect to PostgreSQL ({}): {}", describe(), mapped.message);
+                mapped.message = format!(
+                    "cannot connect to PostgreSQL ({}): {}",
+                    describe(),
+                    mapped.message
+                );
             }
             mapped
         }
         PoolError::Closed => StoreError::new(ErrorKind::Closed, "the connection pool is closed"),
         PoolError::NoRuntimeSpecified => StoreError::config("no async runtime for the pool"),
-        PoolError::PostCreateHook(e) => {
-            StoreError::new(ErrorKind::Connection, format!("connection setup failed: {e}"))
-        }
+        PoolError::PostCreateHook(e) => StoreError::new(
+            ErrorKind::Connection,
+            format!("connection setup failed: {e}"),
+        ),
     })
 }
 
@@ -72,5 +79,10 @@ pub struct PoolStatus {
 
 pub fn status(pool: &Pool) -> PoolStatus {
     let s = pool.status();
-    PoolStatus { max_size: s.max_size, size: s.size, available: s.available, waiting: s.waiting }
+    PoolStatus {
+        max_size: s.max_size,
+        size: s.size,
+        available: s.available,
+        waiting: s.waiting,
+    }
 }

@@ -106,7 +106,8 @@ impl Store {
         create_time: f64,
     ) -> Result<Option<Created>> {
         let conn = self.connection().await?;
-        let sql = &self.sql.create[SessionSql::create_index(app_delta.is_some(), user_delta.is_some())];
+        let sql =
+            &self.sql.create[SessionSql::create_index(app_delta.is_some(), user_delta.is_some())];
         let empty = JsonParam(b"{}");
         let app = app_delta.map_or(empty, JsonParam);
         let user = user_delta.map_or(empty, JsonParam);
@@ -146,7 +147,13 @@ impl Store {
             .query(
                 &conn,
                 &self.sql.get,
-                &[&key.app_name, &key.user_id, &key.session_id, &after_timestamp, &num_recent_events],
+                &[
+                    &key.app_name,
+                    &key.user_id,
+                    &key.session_id,
+                    &after_timestamp,
+                    &num_recent_events,
+                ],
             )
             .await?;
         let mut data: Option<SessionData> = None;
@@ -181,10 +188,17 @@ impl Store {
     }
 
     /// Lists the sessions of one user, or of every user of the app when `user_id` is `None`.
-    pub async fn list_sessions(&self, app_name: &str, user_id: Option<&str>) -> Result<SessionList> {
+    pub async fn list_sessions(
+        &self,
+        app_name: &str,
+        user_id: Option<&str>,
+    ) -> Result<SessionList> {
         let conn = self.connection().await?;
         let rows = match user_id {
-            Some(user) => self.query(&conn, &self.sql.list_user, &[&app_name, &user]).await?,
+            Some(user) => {
+                self.query(&conn, &self.sql.list_user, &[&app_name, &user])
+                    .await?
+            }
             None => self.query(&conn, &self.sql.list_app, &[&app_name]).await?,
         };
         let mut list = SessionList::default();
@@ -192,7 +206,9 @@ impl Store {
             let kind: i16 = row.get(0);
             match kind {
                 0 => list.app_state = json_opt(row, 3),
-                1 => list.user_states.push((row.get(1), json_opt(row, 3).unwrap_or_default())),
+                1 => list
+                    .user_states
+                    .push((row.get(1), json_opt(row, 3).unwrap_or_default())),
                 _ => list.sessions.push(SessionSummary {
                     user_id: row.get(1),
                     session_id: row.get(2),
@@ -209,7 +225,11 @@ impl Store {
     pub async fn delete_session(&self, key: SessionKey<'_>) -> Result<bool> {
         let conn = self.connection().await?;
         let n = self
-            .execute(&conn, &self.sql.delete, &[&key.app_name, &key.user_id, &key.session_id])
+            .execute(
+                &conn,
+                &self.sql.delete,
+                &[&key.app_name, &key.user_id, &key.session_id],
+            )
             .await?;
         Ok(n > 0)
     }
@@ -249,7 +269,12 @@ impl Store {
             .query_opt(
                 &conn,
                 &self.sql.append_probe,
-                &[&key.app_name, &key.user_id, &key.session_id, &event.event_id],
+                &[
+                    &key.app_name,
+                    &key.user_id,
+                    &key.session_id,
+                    &event.event_id,
+                ],
             )
             .await?;
         Ok(match probe {
@@ -286,7 +311,9 @@ impl Store {
     /// The user-scoped state of `(app_name, user_id)`, `None` if none was stored.
     pub async fn get_user_state(&self, app_name: &str, user_id: &str) -> Result<Option<Json>> {
         let conn = self.connection().await?;
-        let row = self.query_opt(&conn, &self.sql.get_user_state, &[&app_name, &user_id]).await?;
+        let row = self
+            .query_opt(&conn, &self.sql.get_user_state, &[&app_name, &user_id])
+            .await?;
         Ok(row.and_then(|r| json_opt(&r, 0)))
     }
 }

@@ -38,7 +38,9 @@ impl SessionSql {
                 .map(|(app, user)| create_sql(&s, app, user)),
             // One statement, one snapshot: the session row (kind 0), app state (1), user state
             // (2) and the selected events (3), oldest first. $4 after_timestamp (inclusive) and
-            // $5 the number of most recent events, each NULL for "no filter".
+            // $5 the number of most recent events, each NULL for "no filter". The timestamp
+            // column keeps microseconds only: it narrows the scan through the index, and the
+            // exact float inside the event JSON decides (ADK compares exact floats).
             get: format!(
                 "SELECT 0::int2 AS kind, s.state AS data, s.revision AS num,
                         {last_update} AS ts, NULL::timestamp AS ets, NULL::varchar AS eid
@@ -51,14 +53,17 @@ impl SessionSql {
                  SELECT 2::int2, u.state, NULL, NULL, NULL, NULL
                    FROM {s}.user_states u WHERE u.app_name = $1 AND u.user_id = $2
                  UNION ALL
-                 (SELECT 3::int2, e.event_data, e.seq, NULL, e.\"timestamp\", e.id
+                 (SELECT 3::int2, e.event_data, e.seq, {exact_ts}, e.\"timestamp\", e.id
                     FROM {s}.events e
                    WHERE e.app_name = $1 AND e.user_id = $2 AND e.session_id = $3
-                     AND ($4::float8 IS NULL OR e.\"timestamp\" >= {t4})
-                   ORDER BY e.\"timestamp\" DESC, e.id DESC
+                     AND ($4::float8 IS NULL OR (
+                          e.\"timestamp\" >= {t4} - interval '1 microsecond'
+                          AND {exact_ts} >= $4::float8))
+                   ORDER BY e.\"timestamp\" DESC, {exact_ts} DESC, e.id DESC
                    LIMIT $5::int8)
-                 ORDER BY kind, ets, eid",
+                 ORDER BY kind, ets, ts, eid",
                 t4 = ts("$4"),
+                exact_ts = "COALESCE(e.event_ts, extract(epoch FROM e.\"timestamp\")::float8)",
             ),
             // App state (kind 0), the user's state (1), the sessions (2) oldest update first.
             list_user: format!(
@@ -107,8 +112,9 @@ impl SessionSql {
                      RETURNING revision
                 ), ev AS (
                     INSERT INTO {s}.events
-                        (id, app_name, user_id, session_id, invocation_id, \"timestamp\", event_data, seq)
-                    SELECT $7, $1, $2, $3, $8, {t6}, $9, s.revision FROM s
+                        (id, app_name, user_id, session_id, invocation_id, \"timestamp\", event_data, seq,
+                         event_ts)
+                    SELECT $7, $1, $2, $3, $8, {t6}, $9, s.revision, $6::float8 FROM s
                 ), app AS (
                     INSERT INTO {s}.app_states AS t (app_name, state, update_time)
                     SELECT $1, $10::jsonb, {now} FROM s WHERE $10::jsonb IS NOT NULL
@@ -139,7 +145,8 @@ impl SessionSql {
                 "SELECT s.revision, {last_update},
                         (SELECT e.id FROM {s}.events e
                           WHERE e.app_name = $1 AND e.user_id = $2 AND e.session_id = $3
-                          ORDER BY e.\"timestamp\" DESC, e.id DESC LIMIT 1)
+                          ORDER BY e.\"timestamp\" DESC, e.event_ts DESC NULLS LAST, e.id DESC
+                          LIMIT 1)
                    FROM {s}.sessions s
                   WHERE s.app_name = $1 AND s.user_id = $2 AND s.id = $3"
             ),

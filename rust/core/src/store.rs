@@ -30,7 +30,13 @@ impl Store {
     pub fn new(config: StoreConfig) -> Result<Self> {
         let pool = pool::build_pool(&config)?;
         let sql = SessionSql::new(&config.options.schema);
-        Ok(Store { pool, config, sql, owner_pid: std::process::id(), migrated: OnceCell::new() })
+        Ok(Store {
+            pool,
+            config,
+            sql,
+            owner_pid: std::process::id(),
+            migrated: OnceCell::new(),
+        })
     }
 
     pub fn config(&self) -> &StoreConfig {
@@ -113,7 +119,11 @@ impl Store {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>> {
         let mut rows = self.query(conn, sql, params).await?;
-        Ok(if rows.is_empty() { None } else { Some(rows.swap_remove(0)) })
+        Ok(if rows.is_empty() {
+            None
+        } else {
+            Some(rows.swap_remove(0))
+        })
     }
 
     pub(crate) async fn execute(

@@ -16,10 +16,16 @@ fn worker_threads() -> usize {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.worker_threads(worker_threads()).thread_name("adk-postgres").enable_all();
+    builder
+        .worker_threads(worker_threads())
+        .thread_name("adk-postgres")
+        .enable_all();
     pyo3_async_runtimes::tokio::init(builder);
     m.add_class::<store::PyStore>()?;
-    m.add("SCHEMA_VERSION", adk_postgres_core::migrations::latest_version())?;
+    m.add(
+        "SCHEMA_VERSION",
+        adk_postgres_core::migrations::latest_version(),
+    )?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -29,7 +29,11 @@ struct Key {
 
 impl Key {
     fn borrow(&self) -> SessionKey<'_> {
-        SessionKey { app_name: &self.app_name, user_id: &self.user_id, session_id: &self.session_id }
+        SessionKey {
+            app_name: &self.app_name,
+            user_id: &self.user_id,
+            session_id: &self.session_id,
+        }
     }
 }
 
@@ -42,7 +46,9 @@ fn bytes_opt<'py>(py: Python<'py>, json: Option<&[u8]>) -> Bound<'py, PyAny> {
 
 fn seconds(name: &str, value: f64) -> PyResult<Duration> {
     Duration::try_from_secs_f64(value).map_err(|_| {
-        to_pyerr(StoreError::config(format!("{name} must be a positive number of seconds")))
+        to_pyerr(StoreError::config(format!(
+            "{name} must be a positive number of seconds"
+        )))
     })
 }
 
@@ -57,6 +63,16 @@ where
         let value = fut.await.map_err(to_pyerr)?;
         Python::attach(|py| convert(py, value))
     })
+}
+
+impl PyStore {
+    /// The store, after checking that this process created it. The check runs before anything
+    /// is scheduled: in a forked child the runtime's worker threads do not exist, so a future
+    /// handed to them would never finish.
+    fn checked(&self) -> PyResult<Arc<Store>> {
+        self.inner.check_process().map_err(to_pyerr)?;
+        Ok(self.inner.clone())
+    }
 }
 
 #[pymethods]
@@ -85,7 +101,9 @@ impl PyStore {
         let runtime = pyo3_async_runtimes::tokio::get_runtime();
         let _guard = runtime.enter();
         let store = Store::new(config).map_err(to_pyerr)?;
-        Ok(PyStore { inner: Arc::new(store) })
+        Ok(PyStore {
+            inner: Arc::new(store),
+        })
     }
 
     /// Host, port, database, user and schema; never the password.
@@ -118,7 +136,7 @@ impl PyStore {
     }
 
     fn migrate<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let store = self.inner.clone();
+        let store = self.checked()?;
         spawn(py, async move { store.migrate().await }, |py, v| {
             Ok(v.into_pyobject(py)?.into_any().unbind())
         })
@@ -136,8 +154,12 @@ impl PyStore {
         user_delta: Option<PyBackedBytes>,
         create_time: f64,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let store = self.inner.clone();
-        let key = Key { app_name, user_id, session_id };
+        let store = self.checked()?;
+        let key = Key {
+            app_name,
+            user_id,
+            session_id,
+        };
         spawn(
             py,
             async move {
@@ -179,11 +201,19 @@ impl PyStore {
         after_timestamp: Option<f64>,
         num_recent_events: Option<i64>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let store = self.inner.clone();
-        let key = Key { app_name, user_id, session_id };
+        let store = self.checked()?;
+        let key = Key {
+            app_name,
+            user_id,
+            session_id,
+        };
         spawn(
             py,
-            async move { store.get_session(key.borrow(), after_timestamp, num_recent_events).await },
+            async move {
+                store
+                    .get_session(key.borrow(), after_timestamp, num_recent_events)
+                    .await
+            },
             |py, data| {
                 let Some(d) = data else { return Ok(py.None()) };
                 let events = PyList::new(py, d.events.iter().map(|e| PyBytes::new(py, e)))?;
@@ -211,7 +241,7 @@ impl PyStore {
         app_name: String,
         user_id: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let store = self.inner.clone();
+        let store = self.checked()?;
         spawn(
             py,
             async move { store.list_sessions(&app_name, user_id.as_deref()).await },
@@ -232,7 +262,11 @@ impl PyStore {
                 }
                 Ok(PyTuple::new(
                     py,
-                    [bytes_opt(py, list.app_state.as_deref()), user_states.into_any(), sessions.into_any()],
+                    [
+                        bytes_opt(py, list.app_state.as_deref()),
+                        user_states.into_any(),
+                        sessions.into_any(),
+                    ],
                 )?
                 .into_any()
                 .unbind())
@@ -247,11 +281,22 @@ impl PyStore {
         user_id: String,
         session_id: String,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let store = self.inner.clone();
-        let key = Key { app_name, user_id, session_id };
-        spawn(py, async move { store.delete_session(key.borrow()).await }, |py, deleted| {
-            Ok(pyo3::types::PyBool::new(py, deleted).to_owned().into_any().unbind())
-        })
+        let store = self.checked()?;
+        let key = Key {
+            app_name,
+            user_id,
+            session_id,
+        };
+        spawn(
+            py,
+            async move { store.delete_session(key.borrow()).await },
+            |py, deleted| {
+                Ok(pyo3::types::PyBool::new(py, deleted)
+                    .to_owned()
+                    .into_any()
+                    .unbind())
+            },
+        )
     }
 
     /// Returns `(outcome, revision)`: outcome is "appended", "already_stored", "stale" or
@@ -273,8 +318,12 @@ impl PyStore {
         app_delta: Option<PyBackedBytes>,
         user_delta: Option<PyBackedBytes>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let store = self.inner.clone();
-        let key = Key { app_name, user_id, session_id };
+        let store = self.checked()?;
+        let key = Key {
+            app_name,
+            user_id,
+            session_id,
+        };
         spawn(
             py,
             async move {
@@ -287,7 +336,9 @@ impl PyStore {
                     app_delta: app_delta.as_deref(),
                     user_delta: user_delta.as_deref(),
                 };
-                store.append_event(key.borrow(), expected_revision, event).await
+                store
+                    .append_event(key.borrow(), expected_revision, event)
+                    .await
             },
             |py, outcome| {
                 let (name, revision) = match outcome {
@@ -308,17 +359,25 @@ impl PyStore {
         user_id: String,
         session_id: String,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let store = self.inner.clone();
-        let key = Key { app_name, user_id, session_id };
-        spawn(py, async move { store.session_revision(key.borrow()).await }, |py, info| {
-            Ok(match info {
-                None => py.None(),
-                Some(i) => (i.revision, i.last_update_time, i.last_event_id)
-                    .into_pyobject(py)?
-                    .into_any()
-                    .unbind(),
-            })
-        })
+        let store = self.checked()?;
+        let key = Key {
+            app_name,
+            user_id,
+            session_id,
+        };
+        spawn(
+            py,
+            async move { store.session_revision(key.borrow()).await },
+            |py, info| {
+                Ok(match info {
+                    None => py.None(),
+                    Some(i) => (i.revision, i.last_update_time, i.last_event_id)
+                        .into_pyobject(py)?
+                        .into_any()
+                        .unbind(),
+                })
+            },
+        )
     }
 
     fn get_user_state<'py>(
@@ -327,9 +386,11 @@ impl PyStore {
         app_name: String,
         user_id: String,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let store = self.inner.clone();
-        spawn(py, async move { store.get_user_state(&app_name, &user_id).await }, |py, state| {
-            Ok(bytes_opt(py, state.as_deref()).unbind())
-        })
+        let store = self.checked()?;
+        spawn(
+            py,
+            async move { store.get_user_state(&app_name, &user_id).await },
+            |py, state| Ok(bytes_opt(py, state.as_deref()).unbind()),
+        )
     }
 }

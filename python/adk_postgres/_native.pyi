@@ -1,6 +1,7 @@
 """Type stubs for the Rust extension ``adk_postgres._native`` (rust/python/src)."""
 
-from typing import Awaitable, Literal
+from collections.abc import Awaitable
+from typing import Literal
 
 SCHEMA_VERSION: int
 __version__: str
@@ -45,9 +46,7 @@ class Store:
         session_id: str,
         after_timestamp: float | None = None,
         num_recent_events: int | None = None,
-    ) -> Awaitable[
-        tuple[bytes, int, float, bytes | None, bytes | None, list[bytes]] | None
-    ]: ...
+    ) -> Awaitable[tuple[bytes, int, float, bytes | None, bytes | None, list[bytes]] | None]: ...
     def list_sessions(
         self, app_name: str, user_id: str | None = None
     ) -> Awaitable[
@@ -72,4 +71,3 @@ class Store:
         self, app_name: str, user_id: str, session_id: str
     ) -> Awaitable[tuple[int, float, str | None] | None]: ...
     def get_user_state(self, app_name: str, user_id: str) -> Awaitable[bytes | None]: ...
-

@@ -105,8 +105,12 @@ class Database:
     def pool_status(self) -> dict[str, int]:
         """``max_size``, ``size`` (open connections), ``available`` (idle) and ``waiting``."""
         if self._store is None:
-            return {"max_size": int(self._options["pool_size"]), "size": 0, "available": 0,
-                    "waiting": 0}
+            return {
+                "max_size": int(self._options["pool_size"]),
+                "size": 0,
+                "available": 0,
+                "waiting": 0,
+            }
         return self._store.pool_status()
 
     def describe(self) -> str:

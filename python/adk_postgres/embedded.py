@@ -82,7 +82,9 @@ class EmbeddedServer:
         return str(self._handle.psql(sql))
 
 
-def start(data_dir: str | Path | None = None, *, cleanup_mode: CleanupMode = "stop") -> EmbeddedServer:
+def start(
+    data_dir: str | Path | None = None, *, cleanup_mode: CleanupMode = "stop"
+) -> EmbeddedServer:
     """Start (or attach to) the embedded server whose data lives in ``data_dir``.
 
     Several processes may attach to the same data directory; the server keeps running until the

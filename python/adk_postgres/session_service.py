@@ -43,7 +43,9 @@ def _check_key(**parts: str) -> None:
         if not isinstance(value, str):
             raise DataError(f"{name} must be a str, got {type(value).__name__}")
         if len(value) > MAX_KEY_LENGTH:
-            raise DataError(f"{name} is {len(value)} characters long; the limit is {MAX_KEY_LENGTH}")
+            raise DataError(
+                f"{name} is {len(value)} characters long; the limit is {MAX_KEY_LENGTH}"
+            )
         if "\x00" in value:
             raise DataError(f"{name} contains a NUL character, which PostgreSQL cannot store")
         if not value.isascii():
@@ -234,7 +236,9 @@ class PostgresSessionService(BaseSessionService):
         self._apply_temp_state(session, event)
         event = self._trim_temp_delta_state(event)
         _check_key(
-            app_name=session.app_name, user_id=session.user_id, session_id=session.id,
+            app_name=session.app_name,
+            user_id=session.user_id,
+            session_id=session.id,
             event_id=event.id,
         )
         delta = event.actions.state_delta if event.actions and event.actions.state_delta else {}

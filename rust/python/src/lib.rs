@@ -3,6 +3,7 @@
 //! Only argument conversion and error mapping live here; see `rust/core` for the store.
 
 mod errors;
+mod runtime;
 mod store;
 
 use pyo3::prelude::*;

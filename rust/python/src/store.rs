@@ -14,10 +14,11 @@ use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
 use crate::errors::to_pyerr;
+use crate::runtime::{bytes_opt, spawn};
 
 #[pyclass(module = "adk_postgres._native", name = "Store", frozen)]
 pub struct PyStore {
-    inner: Arc<Store>,
+    pub(crate) inner: Arc<Store>,
 }
 
 /// Owned copies of a session key, moved into the future.
@@ -37,13 +38,6 @@ impl Key {
     }
 }
 
-fn bytes_opt<'py>(py: Python<'py>, json: Option<&[u8]>) -> Bound<'py, PyAny> {
-    match json {
-        Some(b) => PyBytes::new(py, b).into_any(),
-        None => py.None().into_bound(py),
-    }
-}
-
 fn seconds(name: &str, value: f64) -> PyResult<Duration> {
     Duration::try_from_secs_f64(value).map_err(|_| {
         to_pyerr(StoreError::config(format!(
@@ -52,24 +46,11 @@ fn seconds(name: &str, value: f64) -> PyResult<Duration> {
     })
 }
 
-/// Runs `fut` on the runtime and converts its output with `convert` (under the interpreter).
-fn spawn<'py, T, F, C>(py: Python<'py>, fut: F, convert: C) -> PyResult<Bound<'py, PyAny>>
-where
-    T: Send + 'static,
-    F: std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
-    C: for<'a> FnOnce(Python<'a>, T) -> PyResult<Py<PyAny>> + Send + 'static,
-{
-    pyo3_async_runtimes::tokio::future_into_py(py, async move {
-        let value = fut.await.map_err(to_pyerr)?;
-        Python::attach(|py| convert(py, value))
-    })
-}
-
 impl PyStore {
     /// The store, after checking that this process created it. The check runs before anything
     /// is scheduled: in a forked child the runtime's worker threads do not exist, so a future
     /// handed to them would never finish.
-    fn checked(&self) -> PyResult<Arc<Store>> {
+    pub(crate) fn checked(&self) -> PyResult<Arc<Store>> {
         self.inner.check_process().map_err(to_pyerr)?;
         Ok(self.inner.clone())
     }

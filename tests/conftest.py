@@ -15,8 +15,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from adk_postgres import PostgresSessionService
-from adk_postgres import embedded
+from adk_postgres import PostgresSessionService, embedded
 
 
 def _scratch_parent() -> Path:
@@ -36,8 +35,10 @@ def pg_url() -> Iterator[str]:
     data_dir = Path(tempfile.mkdtemp(prefix="adkpg-test-", dir=_scratch_parent())) / "pgdata"
     server = embedded.start(data_dir, cleanup_mode="delete")
     # Durability is not under test here; speed is welcome. Both settings apply on reload.
-    server.psql("ALTER SYSTEM SET fsync = off; ALTER SYSTEM SET synchronous_commit = off;"
-                " SELECT pg_reload_conf();")
+    server.psql(
+        "ALTER SYSTEM SET fsync = off; ALTER SYSTEM SET synchronous_commit = off;"
+        " SELECT pg_reload_conf();"
+    )
     yield server.uri
     server.stop()
 

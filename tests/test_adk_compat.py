@@ -14,13 +14,14 @@ from typing import Any
 
 import asyncpg
 import pytest
-from adk_postgres import PostgresSessionService
 from google.adk.errors._stale_session_error import StaleSessionError
 from google.adk.events import Event
 from google.adk.events.event_actions import EventActions
 from google.adk.sessions import DatabaseSessionService, Session
 from google.adk.sessions.base_session_service import GetSessionConfig
 from google.genai import types
+
+from adk_postgres import PostgresSessionService
 
 APP = "compat-app"
 # A fixed future time (17 significant digits) so event timestamps move update times forward.

@@ -11,11 +11,12 @@ from typing import Any
 
 import asyncpg
 import pytest
-from adk_postgres import PostgresSessionService, errors
 from google.adk.events import Event
 from google.adk.events.event_actions import EventActions, _make_json_serializable
 from google.adk.sessions import Session, _session_util
 from google.genai import types
+
+from adk_postgres import PostgresSessionService, errors
 
 APP = "bad-input-app"
 USER = "mallory"

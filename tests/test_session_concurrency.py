@@ -10,7 +10,6 @@ import asyncio
 from collections.abc import Callable
 
 import pytest
-from adk_postgres import PostgresSessionService
 from google.adk.errors._stale_session_error import StaleSessionError
 from google.adk.errors.already_exists_error import AlreadyExistsError
 from google.adk.errors.session_not_found_error import SessionNotFoundError
@@ -18,6 +17,8 @@ from google.adk.events import Event
 from google.adk.events.event_actions import EventActions
 from google.adk.sessions import Session
 from google.genai import types
+
+from adk_postgres import PostgresSessionService
 
 APP = "concurrency-app"
 USER = "bob"

@@ -15,7 +15,6 @@ from typing import Any
 
 import asyncpg
 import pytest
-from adk_postgres import PostgresSessionService, errors
 from google.adk.errors.already_exists_error import AlreadyExistsError
 from google.adk.errors.session_not_found_error import SessionNotFoundError
 from google.adk.events import Event
@@ -26,6 +25,8 @@ from google.adk.platform import uuid as platform_uuid
 from google.adk.sessions import BaseSessionService, InMemorySessionService, Session
 from google.adk.sessions.base_session_service import GetSessionConfig
 from google.genai import types
+
+from adk_postgres import PostgresSessionService, errors
 
 APP = "conformance-app"
 USER = "alice"

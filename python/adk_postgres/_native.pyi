@@ -8,6 +8,9 @@ __version__: str
 
 AppendOutcome = Literal["appended", "already_stored", "stale", "not_found"]
 
+# (state, revision, last_update_time, app_state, user_state, events, incarnation, unsequenced)
+SessionRow = tuple[bytes, int, float, bytes | None, bytes | None, list[bytes], str, bool]
+
 class Store:
     """A pooled PostgreSQL store for one schema. Construction does not connect."""
 
@@ -46,7 +49,10 @@ class Store:
         session_id: str,
         after_timestamp: float | None = None,
         num_recent_events: int | None = None,
-    ) -> Awaitable[tuple[bytes, int, float, bytes | None, bytes | None, list[bytes]] | None]: ...
+    ) -> Awaitable[SessionRow | None]: ...
+    def get_session_since(
+        self, app_name: str, user_id: str, session_id: str, revision: int
+    ) -> Awaitable[SessionRow | None]: ...
     def list_sessions(
         self, app_name: str, user_id: str | None = None
     ) -> Awaitable[

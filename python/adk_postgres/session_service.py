@@ -7,7 +7,7 @@ every call is one await into the Rust store, which runs one SQL statement.
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.adk.errors._stale_session_error import StaleSessionError
 from google.adk.errors.already_exists_error import AlreadyExistsError
@@ -25,11 +25,18 @@ from google.adk.sessions.state import State
 from typing_extensions import override
 
 from ._json import decode_events, decode_state, encode_event, encode_state
+from ._session_cache import CachedHistory, SessionCache
 from .database import Database
 from .errors import ConfigurationError, DataError, IntegrityError
 
+if TYPE_CHECKING:
+    from ._native import SessionRow
+
 # ADK's v1 schema: VARCHAR(128) for app name, user id, session id and event id.
 MAX_KEY_LENGTH = 128
+
+#: Default bound of the per-process event-history cache (JSON bytes of cached events).
+DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
 
 _STALE_MESSAGE = (
     "The session has been modified in storage since it was loaded. "
@@ -85,6 +92,21 @@ def _encode_delta(delta: dict[str, Any], what: str) -> bytes | None:
     return encode_state(delta, what) if delta else None
 
 
+def _select_events(events: list[Event], config: GetSessionConfig | None) -> list[Event]:
+    """Apply GetSessionConfig to a full history exactly as InMemorySessionService does."""
+    selected = list(events)
+    if config is None:
+        return selected
+    if config.num_recent_events is not None:
+        selected = [] if config.num_recent_events == 0 else selected[-config.num_recent_events :]
+    if config.after_timestamp is not None:
+        i = len(selected) - 1
+        while i >= 0 and selected[i].timestamp >= config.after_timestamp:
+            i -= 1
+        selected = selected[i + 1 :]
+    return selected
+
+
 def _marker_revision(session: Session) -> int | None:
     marker = session._storage_update_marker
     if marker is None:
@@ -101,6 +123,9 @@ class PostgresSessionService(BaseSessionService):
     Args:
         uri: PostgreSQL URL; ``None`` → ``$DATABASE_URL`` → the embedded PostgreSQL.
         database: share an existing :class:`Database` (its pool) instead of opening one.
+        cache_bytes: bound of this service's event-history cache (0 disables it). A session
+            read again is refreshed with only its new events, checked against the stored
+            revision in the same round trip.
         **options: :class:`Database` options (``schema``, ``pool_size``, ``connect_timeout``,
             ``acquire_timeout``, ``statement_cache``, ``application_name``).
 
@@ -108,8 +133,16 @@ class PostgresSessionService(BaseSessionService):
     """
 
     def __init__(
-        self, uri: str | None = None, *, database: Database | None = None, **options: Any
+        self,
+        uri: str | None = None,
+        *,
+        database: Database | None = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        **options: Any,
     ) -> None:
+        if cache_bytes < 0:
+            raise ConfigurationError("cache_bytes must be >= 0")
+        self._cache = SessionCache(cache_bytes) if cache_bytes else None
         if database is not None:
             if uri is not None or options:
                 raise ConfigurationError("pass either database= or a URL/options, not both")
@@ -175,13 +208,72 @@ class PostgresSessionService(BaseSessionService):
     ) -> Session | None:
         session_id = session_id.strip() if session_id else session_id
         _check_key(app_name=app_name, user_id=user_id, session_id=session_id)
-        after = config.after_timestamp if config else None
-        recent = config.num_recent_events if config else None
+        key = (app_name, user_id, session_id)
         store = await self._database.store()
-        row = await store.get_session(app_name, user_id, session_id, after, recent)
+        cached = self._cache.get(key) if self._cache is not None else None
+        if cached is not None:
+            row = await store.get_session_since(app_name, user_id, session_id, cached.revision)
+            if row is None:
+                self._cache.discard(key)  # type: ignore[union-attr]
+                return None
+            events = self._refresh_cached(key, cached, row)
+            if events is not None:
+                return self._session_from_row(key, row, _select_events(events, config))
+        if config is None or (config.num_recent_events is None and config.after_timestamp is None):
+            row = await store.get_session(app_name, user_id, session_id)
+            if row is None:
+                return None
+            events = decode_events(row[5])
+            if self._cache is not None:
+                self._cache.put(
+                    key,
+                    CachedHistory(
+                        incarnation=row[6],
+                        revision=row[1],
+                        events=list(events),
+                        size=sum(map(len, row[5])),
+                    ),
+                )
+            return self._session_from_row(key, row, events)
+        # A filtered read of a session not cached: let the database select the events.
+        row = await store.get_session(
+            app_name, user_id, session_id, config.after_timestamp, config.num_recent_events
+        )
         if row is None:
             return None
-        state_json, revision, last_update_time, app_json, user_json, events_json = row
+        return self._session_from_row(key, row, decode_events(row[5]))
+
+    def _refresh_cached(
+        self, key: tuple[str, str, str], cached: CachedHistory, row: SessionRow
+    ) -> list[Event] | None:
+        """Bring a cached history up to the row's revision; ``None`` when it cannot be (the
+        session was re-created, ADK's own service wrote events, or history was rewritten)."""
+        _, revision, _, _, _, new_json, incarnation, unsequenced = row
+        assert self._cache is not None
+        if incarnation != cached.incarnation or unsequenced or revision < cached.revision:
+            self._cache.discard(key)
+            return None
+        if revision == cached.revision:
+            return cached.history()
+        boundary = len(cached.history())
+        self._cache.extend(key, cached, revision, new_json)
+        events = cached.history()
+        # New events sort after the ones held when appended in time order; one older than
+        # what is cached (a back-dated event) cannot be placed by appending: reload in full.
+        if (
+            0 < boundary < len(events)
+            and events[boundary].timestamp < events[boundary - 1].timestamp
+        ):
+            self._cache.discard(key)
+            return None
+        return events
+
+    @staticmethod
+    def _session_from_row(
+        key: tuple[str, str, str], row: SessionRow, events: list[Event]
+    ) -> Session:
+        state_json, revision, last_update_time, app_json, user_json = row[:5]
+        app_name, user_id, session_id = key
         session = Session(
             app_name=app_name,
             user_id=user_id,
@@ -189,7 +281,7 @@ class PostgresSessionService(BaseSessionService):
             state=_merge_state(
                 decode_state(state_json), decode_state(app_json), decode_state(user_json)
             ),
-            events=decode_events(events_json),
+            events=list(events),
             last_update_time=last_update_time,
         )
         session._storage_update_marker = str(revision)
@@ -222,6 +314,8 @@ class PostgresSessionService(BaseSessionService):
         _check_key(app_name=app_name, user_id=user_id, session_id=session_id)
         store = await self._database.store()
         await store.delete_session(app_name, user_id, session_id)
+        if self._cache is not None:
+            self._cache.discard((app_name, user_id, session_id))
 
     @override
     async def get_user_state(self, *, app_name: str, user_id: str) -> dict[str, Any]:
@@ -280,9 +374,30 @@ class PostgresSessionService(BaseSessionService):
         if outcome == "stale":
             raise StaleSessionError(_STALE_MESSAGE)
         # "appended", or "already_stored": an earlier attempt of this very append committed.
+        self._note_append(session, expected, outcome, revision, event_json)
         session.last_update_time = event.timestamp
         session._storage_update_marker = str(revision)
         return self._commit_event_to_session(session, event)
+
+    def _note_append(
+        self,
+        session: Session,
+        expected: int,
+        outcome: str,
+        revision: int | None,
+        event_json: bytes,
+    ) -> None:
+        """Keep a cached history current after this process appended to it."""
+        if self._cache is None:
+            return
+        key = (session.app_name, session.user_id, session.id)
+        cached = self._cache.get(key)
+        if cached is None:
+            return
+        if outcome == "appended" and revision is not None and cached.revision == expected:
+            self._cache.extend(key, cached, revision, [event_json])
+        else:
+            self._cache.discard(key)
 
     async def _revision_of_unmarked(self, session: Session) -> int:
         """ADK's rule for session objects without a marker (built by hand): stale only if the

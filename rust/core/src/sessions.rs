@@ -33,6 +33,11 @@ pub struct SessionData {
     pub state: Json,
     pub revision: i64,
     pub last_update_time: f64,
+    /// The session's create time as text: tells a session from one deleted and re-created
+    /// under the same id (whose revisions start again at 0).
+    pub incarnation: String,
+    /// Some returned event has no revision (written by ADK's own service).
+    pub unsequenced: bool,
     pub app_state: Option<Json>,
     pub user_state: Option<Json>,
     /// Event JSON, oldest first.
@@ -93,6 +98,46 @@ pub struct RevisionInfo {
 
 fn json_opt(row: &tokio_postgres::Row, idx: usize) -> Option<Json> {
     row.get::<_, Option<JsonText>>(idx).map(|t| t.0.to_vec())
+}
+
+/// Decodes the rows of `SessionSql::get` / `get_since` (see `sql::read_sql`).
+fn session_from_rows(rows: &[tokio_postgres::Row]) -> Option<SessionData> {
+    let mut data: Option<SessionData> = None;
+    let (mut app_state, mut user_state) = (None, None);
+    let mut events = Vec::new();
+    let mut unsequenced = false;
+    for row in rows {
+        let kind: i16 = row.get(0);
+        match kind {
+            0 => {
+                data = Some(SessionData {
+                    state: json_opt(row, 1).unwrap_or_else(|| b"{}".to_vec()),
+                    revision: row.get(2),
+                    last_update_time: row.get(3),
+                    incarnation: row.get::<_, Option<String>>(5).unwrap_or_default(),
+                    unsequenced: false,
+                    app_state: None,
+                    user_state: None,
+                    events: Vec::new(),
+                })
+            }
+            1 => app_state = json_opt(row, 1),
+            2 => user_state = json_opt(row, 1),
+            _ => {
+                unsequenced |= row.get::<_, Option<i64>>(2).is_none();
+                // An event row with NULL event_data (allowed by ADK's schema, never written by
+                // ADK v1 or by us) has nothing to restore.
+                events.extend(json_opt(row, 1));
+            }
+        }
+    }
+    data.map(|mut d| {
+        d.app_state = app_state;
+        d.user_state = user_state;
+        d.events = events;
+        d.unsequenced = unsequenced;
+        d
+    })
 }
 
 impl Store {
@@ -156,35 +201,25 @@ impl Store {
                 ],
             )
             .await?;
-        let mut data: Option<SessionData> = None;
-        let (mut app_state, mut user_state) = (None, None);
-        let mut events = Vec::new();
-        for row in &rows {
-            let kind: i16 = row.get(0);
-            match kind {
-                0 => {
-                    data = Some(SessionData {
-                        state: json_opt(row, 1).unwrap_or_else(|| b"{}".to_vec()),
-                        revision: row.get(2),
-                        last_update_time: row.get(3),
-                        app_state: None,
-                        user_state: None,
-                        events: Vec::new(),
-                    })
-                }
-                1 => app_state = json_opt(row, 1),
-                2 => user_state = json_opt(row, 1),
-                // An event row with NULL event_data (allowed by ADK's schema, never written by
-                // ADK v1 or by us) has nothing to restore.
-                _ => events.extend(json_opt(row, 1)),
-            }
-        }
-        Ok(data.map(|mut d| {
-            d.app_state = app_state;
-            d.user_state = user_state;
-            d.events = events;
-            d
-        }))
+        Ok(session_from_rows(&rows))
+    }
+
+    /// Reads a session with only the events stored after `revision` (and any event without a
+    /// revision): the cheap refresh of a session this process already holds.
+    pub async fn get_session_since(
+        &self,
+        key: SessionKey<'_>,
+        revision: i64,
+    ) -> Result<Option<SessionData>> {
+        let conn = self.connection().await?;
+        let rows = self
+            .query(
+                &conn,
+                &self.sql.get_since,
+                &[&key.app_name, &key.user_id, &key.session_id, &revision],
+            )
+            .await?;
+        Ok(session_from_rows(&rows))
     }
 
     /// Lists the sessions of one user, or of every user of the app when `user_id` is `None`.

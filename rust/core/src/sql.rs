@@ -19,6 +19,9 @@ pub struct SessionSql {
     /// Indexed by [`SessionSql::create_index`]: which of app/user state get a delta.
     pub create: [String; 4],
     pub get: String,
+    /// Like `get`, but only the events stored after revision $4 (plus any without a
+    /// revision, written by ADK's own service): the refresh of a cached session.
+    pub get_since: String,
     pub list_user: String,
     pub list_app: String,
     pub delete: String,
@@ -36,35 +39,18 @@ impl SessionSql {
         SessionSql {
             create: [(false, false), (true, false), (false, true), (true, true)]
                 .map(|(app, user)| create_sql(&s, app, user)),
-            // One statement, one snapshot: the session row (kind 0), app state (1), user state
-            // (2) and the selected events (3), oldest first. $4 after_timestamp (inclusive) and
-            // $5 the number of most recent events, each NULL for "no filter". The timestamp
-            // column keeps microseconds only: it narrows the scan through the index, and the
-            // exact float inside the event JSON decides (ADK compares exact floats).
-            get: format!(
-                "SELECT 0::int2 AS kind, s.state AS data, s.revision AS num,
-                        {last_update} AS ts, NULL::timestamp AS ets, NULL::varchar AS eid
-                   FROM {s}.sessions s
-                  WHERE s.app_name = $1 AND s.user_id = $2 AND s.id = $3
-                 UNION ALL
-                 SELECT 1::int2, a.state, NULL, NULL, NULL, NULL
-                   FROM {s}.app_states a WHERE a.app_name = $1
-                 UNION ALL
-                 SELECT 2::int2, u.state, NULL, NULL, NULL, NULL
-                   FROM {s}.user_states u WHERE u.app_name = $1 AND u.user_id = $2
-                 UNION ALL
-                 (SELECT 3::int2, e.event_data, e.seq, {exact_ts}, e.\"timestamp\", e.id
-                    FROM {s}.events e
-                   WHERE e.app_name = $1 AND e.user_id = $2 AND e.session_id = $3
-                     AND ($4::float8 IS NULL OR (
+            get: read_sql(
+                &s,
+                &format!(
+                    "($4::float8 IS NULL OR (
                           e.\"timestamp\" >= {t4} - interval '1 microsecond'
-                          AND {exact_ts} >= $4::float8))
-                   ORDER BY e.\"timestamp\" DESC, {exact_ts} DESC, e.id DESC
-                   LIMIT $5::int8)
-                 ORDER BY kind, ets, ts, eid",
-                t4 = ts("$4"),
-                exact_ts = "COALESCE(e.event_ts, extract(epoch FROM e.\"timestamp\")::float8)",
+                          AND {EXACT_TS} >= $4::float8))
+                     ORDER BY e.\"timestamp\" DESC, {EXACT_TS} DESC, e.id DESC
+                     LIMIT $5::int8",
+                    t4 = ts("$4"),
+                ),
             ),
+            get_since: read_sql(&s, "(e.seq > $4::int8 OR e.seq IS NULL)"),
             // App state (kind 0), the user's state (1), the sessions (2) oldest update first.
             list_user: format!(
                 "SELECT 0::int2 AS kind, NULL::varchar AS user_id, NULL::varchar AS id,
@@ -157,6 +143,39 @@ impl SessionSql {
     }
 }
 
+/// The exact event time: our float column, else ADK's microsecond column.
+const EXACT_TS: &str = "COALESCE(e.event_ts, extract(epoch FROM e.\"timestamp\")::float8)";
+
+/// A session read in one statement, one snapshot: the session row (kind 0: state, revision,
+/// exact update time, and its create time as an incarnation tag), app state (1), user state (2)
+/// and the events selected by `event_clause` (3: a condition, optionally followed by ORDER BY
+/// and LIMIT for the inner selection), oldest first.
+///
+/// For `get`, $4 is after_timestamp (inclusive) and $5 the number of most recent events, each
+/// NULL for "no filter". The timestamp column keeps microseconds only: it narrows the scan
+/// through the index, and the exact float decides (ADK compares exact floats).
+fn read_sql(s: &str, event_clause: &str) -> String {
+    let last_update = "COALESCE(s.update_ts, extract(epoch FROM s.update_time)::float8)";
+    format!(
+        "SELECT 0::int2 AS kind, s.state AS data, s.revision AS num,
+                {last_update} AS ts, NULL::timestamp AS ets, s.create_time::text AS eid
+           FROM {s}.sessions s
+          WHERE s.app_name = $1 AND s.user_id = $2 AND s.id = $3
+         UNION ALL
+         SELECT 1::int2, a.state, NULL, NULL, NULL, NULL
+           FROM {s}.app_states a WHERE a.app_name = $1
+         UNION ALL
+         SELECT 2::int2, u.state, NULL, NULL, NULL, NULL
+           FROM {s}.user_states u WHERE u.app_name = $1 AND u.user_id = $2
+         UNION ALL
+         (SELECT 3::int2, e.event_data, e.seq, {EXACT_TS}, e.\"timestamp\", e.id
+            FROM {s}.events e
+           WHERE e.app_name = $1 AND e.user_id = $2 AND e.session_id = $3
+             AND {event_clause})
+         ORDER BY kind, ets, ts, eid"
+    )
+}
+
 impl SessionSql {
     /// Which `create` variant to run for the given non-empty deltas.
     pub fn create_index(app_delta: bool, user_delta: bool) -> usize {
@@ -226,6 +245,7 @@ mod tests {
             &sql.create[0],
             &sql.create[3],
             &sql.get,
+            &sql.get_since,
             &sql.list_user,
             &sql.list_app,
             &sql.delete,

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use adk_postgres_core::sessions::{AppendOutcome, NewEvent, SessionKey};
+use adk_postgres_core::sessions::{AppendOutcome, NewEvent, SessionData, SessionKey};
 use adk_postgres_core::{Store, StoreConfig, StoreError, StoreOptions};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
@@ -54,6 +54,30 @@ impl PyStore {
         self.inner.check_process().map_err(to_pyerr)?;
         Ok(self.inner.clone())
     }
+}
+
+/// `(state, revision, last_update_time, app_state, user_state, events, incarnation,
+/// unsequenced)` or `None`.
+fn session_data_to_py(py: Python<'_>, data: Option<SessionData>) -> PyResult<Py<PyAny>> {
+    let Some(d) = data else { return Ok(py.None()) };
+    let events = PyList::new(py, d.events.iter().map(|e| PyBytes::new(py, e)))?;
+    Ok(PyTuple::new(
+        py,
+        [
+            PyBytes::new(py, &d.state).into_any(),
+            d.revision.into_pyobject(py)?.into_any(),
+            d.last_update_time.into_pyobject(py)?.into_any(),
+            bytes_opt(py, d.app_state.as_deref()),
+            bytes_opt(py, d.user_state.as_deref()),
+            events.into_any(),
+            d.incarnation.into_pyobject(py)?.into_any(),
+            pyo3::types::PyBool::new(py, d.unsequenced)
+                .to_owned()
+                .into_any(),
+        ],
+    )?
+    .into_any()
+    .unbind())
 }
 
 #[pymethods]
@@ -195,23 +219,29 @@ impl PyStore {
                     .get_session(key.borrow(), after_timestamp, num_recent_events)
                     .await
             },
-            |py, data| {
-                let Some(d) = data else { return Ok(py.None()) };
-                let events = PyList::new(py, d.events.iter().map(|e| PyBytes::new(py, e)))?;
-                Ok(PyTuple::new(
-                    py,
-                    [
-                        PyBytes::new(py, &d.state).into_any(),
-                        d.revision.into_pyobject(py)?.into_any(),
-                        d.last_update_time.into_pyobject(py)?.into_any(),
-                        bytes_opt(py, d.app_state.as_deref()),
-                        bytes_opt(py, d.user_state.as_deref()),
-                        events.into_any(),
-                    ],
-                )?
-                .into_any()
-                .unbind())
-            },
+            session_data_to_py,
+        )
+    }
+
+    /// Like `get_session`, with only the events stored after `revision`.
+    fn get_session_since<'py>(
+        &self,
+        py: Python<'py>,
+        app_name: String,
+        user_id: String,
+        session_id: String,
+        revision: i64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let store = self.checked()?;
+        let key = Key {
+            app_name,
+            user_id,
+            session_id,
+        };
+        spawn(
+            py,
+            async move { store.get_session_since(key.borrow(), revision).await },
+            session_data_to_py,
         )
     }
 

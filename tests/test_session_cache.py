@@ -1,0 +1,203 @@
+"""The warm-read cache: a session read again is refreshed with only its new events, and is
+never served stale (another process's appends, deletes and re-creates, ADK's own writes)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from google.adk.events import Event
+from google.adk.events.event_actions import EventActions
+from google.adk.sessions import DatabaseSessionService
+from google.adk.sessions.base_session_service import GetSessionConfig
+from google.genai import types
+
+from adk_postgres import PostgresSessionService, _session_cache, session_service
+
+APP, USER = "cache-app", "u1"
+
+
+def event(text: str, ts: float | None = None, delta: dict[str, Any] | None = None) -> Event:
+    kwargs: dict[str, Any] = {}
+    if ts is not None:
+        kwargs["timestamp"] = ts
+    return Event(
+        author="model",
+        invocation_id="inv",
+        content=types.Content(role="model", parts=[types.Part(text=text)]),
+        actions=EventActions(state_delta=delta or {}),
+        **kwargs,
+    )
+
+
+@pytest.fixture
+def decoded(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """Counts events validated by pydantic on reads (one entry per decode call)."""
+    counts: list[int] = []
+    real = session_service.decode_events
+
+    def counting(raw: list[bytes]) -> list[Event]:
+        counts.append(len(raw))
+        return real(raw)
+
+    monkeypatch.setattr(session_service, "decode_events", counting)
+    monkeypatch.setattr(_session_cache, "decode_events", counting)
+    yield counts
+
+
+async def read(svc: PostgresSessionService, sid: str, config: GetSessionConfig | None = None):
+    got = await svc.get_session(app_name=APP, user_id=USER, session_id=sid, config=config)
+    assert got is not None
+    return got
+
+
+async def test_warm_read_decodes_only_new_events(
+    make_service: Callable[..., PostgresSessionService], decoded: list[int]
+) -> None:
+    ours, other = make_service(), make_service()
+    s = await ours.create_session(app_name=APP, user_id=USER, session_id="warm")
+    for i in range(30):
+        await ours.append_event(s, event(f"e{i}"))
+    decoded.clear()
+    first = await read(ours, "warm")
+    assert sum(decoded) == 30  # cold: everything
+    decoded.clear()
+    again = await read(ours, "warm")
+    assert sum(decoded) == 0 and again == first  # unchanged: nothing decoded, same result
+    theirs = await read(other, "warm")
+    await other.append_event(theirs, event("from-other-1"))
+    await other.append_event(theirs, event("from-other-2", delta={"k": "v"}))
+    decoded.clear()
+    refreshed = await read(ours, "warm")
+    assert sum(decoded) == 2
+    assert refreshed == await read(make_service(cache_bytes=0), "warm")
+    assert refreshed.state["k"] == "v"
+
+
+async def test_own_appends_are_served_in_stored_form(
+    make_service: Callable[..., PostgresSessionService],
+) -> None:
+    ours = make_service()
+    s = await ours.create_session(app_name=APP, user_id=USER, session_id="own")
+    await read(ours, "own")  # cache it
+    # A tuple is stored as a JSON list: warm and cold reads must both return the stored form.
+    await ours.append_event(s, event("x", delta={"pair": (1, 2)}))
+    warm = await read(ours, "own")
+    cold = await read(make_service(cache_bytes=0), "own")
+    assert warm == cold
+    assert warm.events[-1].actions.state_delta["pair"] == [1, 2]
+
+
+async def test_deleted_and_recreated_session_is_not_served_from_cache(
+    make_service: Callable[..., PostgresSessionService],
+) -> None:
+    ours, other = make_service(), make_service()
+    s = await ours.create_session(app_name=APP, user_id=USER, session_id="again")
+    await ours.append_event(s, event("old"))
+    await read(ours, "again")
+    await other.delete_session(app_name=APP, user_id=USER, session_id="again")
+    assert await ours.get_session(app_name=APP, user_id=USER, session_id="again") is None
+    # Re-created elsewhere with the same number of events (so the same revision).
+    s2 = await other.create_session(app_name=APP, user_id=USER, session_id="again")
+    await other.append_event(s2, event("new"))
+    got = await read(ours, "again")
+    assert [e.content.parts[0].text for e in got.events] == ["new"]
+
+
+async def test_recreated_session_with_equal_revision_is_detected(
+    make_service: Callable[..., PostgresSessionService],
+) -> None:
+    ours, other = make_service(), make_service()
+    s = await ours.create_session(app_name=APP, user_id=USER, session_id="twin")
+    await ours.append_event(s, event("first life"))
+    await read(ours, "twin")  # cached at revision 1
+    await other.delete_session(app_name=APP, user_id=USER, session_id="twin")
+    s2 = await other.create_session(app_name=APP, user_id=USER, session_id="twin")
+    await other.append_event(s2, event("second life"))  # revision 1 again
+    got = await read(ours, "twin")
+    assert [e.content.parts[0].text for e in got.events] == ["second life"]
+
+
+async def test_back_dated_event_from_elsewhere_keeps_time_order(
+    make_service: Callable[..., PostgresSessionService],
+) -> None:
+    ours, other = make_service(), make_service()
+    s = await ours.create_session(app_name=APP, user_id=USER, session_id="backdated")
+    await ours.append_event(s, event("t=2", ts=2_000_000_000.0))
+    await read(ours, "backdated")
+    theirs = await read(other, "backdated")
+    await other.append_event(theirs, event("t=1", ts=1_000_000_000.0))
+    got = await read(ours, "backdated")
+    assert [e.content.parts[0].text for e in got.events] == ["t=1", "t=2"]
+    assert got == await read(make_service(cache_bytes=0), "backdated")
+
+
+async def test_filters_on_a_warm_session_match_a_cold_read(
+    make_service: Callable[..., PostgresSessionService],
+) -> None:
+    ours, cold = make_service(), make_service(cache_bytes=0)
+    s = await ours.create_session(app_name=APP, user_id=USER, session_id="filters")
+    for i in range(12):
+        await ours.append_event(s, event(f"e{i}", ts=1_700_000_000.0 + i))
+    await read(ours, "filters")
+    configs = [
+        GetSessionConfig(num_recent_events=0),
+        GetSessionConfig(num_recent_events=5),
+        GetSessionConfig(num_recent_events=50),
+        GetSessionConfig(after_timestamp=1_700_000_006.0),
+        GetSessionConfig(after_timestamp=1_700_000_006.5),
+        GetSessionConfig(num_recent_events=3, after_timestamp=1_700_000_010.0),
+        GetSessionConfig(num_recent_events=8, after_timestamp=1_700_000_002.0),
+    ]
+    for config in configs:
+        assert await read(ours, "filters", config) == await read(cold, "filters", config), config
+
+
+async def test_events_written_by_adk_itself_are_seen(
+    make_service: Callable[..., PostgresSessionService], pg_url: str, schema_name: str
+) -> None:
+    ours = make_service()
+    await ours.database.migrate()
+    s = await ours.create_session(app_name=APP, user_id=USER, session_id="mixed")
+    await ours.append_event(s, event("ours"))
+    await read(ours, "mixed")
+    adk_url = pg_url.replace("postgresql://", "postgresql+asyncpg://", 1)
+    adk = DatabaseSessionService(
+        adk_url, connect_args={"server_settings": {"search_path": schema_name}}
+    )
+    try:
+        theirs = await adk.get_session(app_name=APP, user_id=USER, session_id="mixed")
+        assert theirs is not None
+        await adk.append_event(theirs, event("adk's"))
+    finally:
+        await adk.close()
+    got = await read(ours, "mixed")
+    assert [e.content.parts[0].text for e in got.events] == ["ours", "adk's"]
+    # Still correct on the next (warm) read and after our own next append.
+    await ours.append_event(got, event("ours again"))
+    texts = [e.content.parts[0].text for e in (await read(ours, "mixed")).events]
+    assert texts == ["ours", "adk's", "ours again"]
+
+
+async def test_cache_stays_within_its_bound(
+    make_service: Callable[..., PostgresSessionService],
+) -> None:
+    bound = 20_000
+    ours = make_service(cache_bytes=bound)
+    for n in range(10):
+        s = await ours.create_session(app_name=APP, user_id=USER, session_id=f"b{n}")
+        for i in range(5):
+            await ours.append_event(s, event("x" * 800 + str(i)))
+        await read(ours, f"b{n}")
+        assert ours._cache is not None and ours._cache.size_bytes <= bound
+    assert 0 < len(ours._cache) < 10  # older sessions were evicted
+    # Evicted sessions still read correctly (cold path).
+    assert len((await read(ours, "b0")).events) == 5
+
+
+def test_cache_bytes_must_not_be_negative() -> None:
+    from adk_postgres.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError):
+        PostgresSessionService("postgresql://u@localhost/d", cache_bytes=-1)

@@ -233,7 +233,10 @@ def test_forked_child_gets_a_clear_error(pg_url: str, schema_name: str) -> None:
             try:
                 asyncio.run(svc.get_session(app_name="a", user_id="u", session_id="parent"))
             except ProcessForkedError:
-                os._exit(42)
+                # The child can open its own pool (and gets its own runtime).
+                mine = PostgresSessionService(os.environ["URL"], schema=os.environ["SCHEMA"])
+                got = asyncio.run(mine.get_session(app_name="a", user_id="u", session_id="parent"))
+                os._exit(42 if got is not None else 2)
             os._exit(1)
         _, status = os.waitpid(pid, 0)
         # The parent's pool is unharmed by the child.
@@ -262,3 +265,66 @@ def test_interpreter_exit_without_close_is_clean(pg_url: str, schema_name: str) 
     assert result.returncode == 0, result.stderr
     assert "created" in result.stdout
     assert "Traceback" not in result.stderr
+
+
+async def test_cancelled_calls_leave_no_pool_slot_or_half_written_session(
+    pg_url: str, schema_name: str
+) -> None:
+    import random
+
+    from google.adk.events import Event
+    from google.adk.events.event_actions import EventActions
+
+    from adk_postgres import _bridge
+
+    svc = PostgresSessionService(pg_url, schema=schema_name, pool_size=4)
+    s = await svc.create_session(app_name="a", user_id="u", session_id="c")
+    rng = random.Random(7)
+    cancelled = 0
+    for i in range(300):
+        fresh = await svc.get_session(app_name="a", user_id="u", session_id="c")
+        assert fresh is not None
+        ev = Event(author="a", invocation_id=f"i{i}", actions=EventActions(state_delta={"n": i}))
+        task = asyncio.ensure_future(svc.append_event(fresh, ev))
+        # Some cancelled before the statement is sent, some while it runs, some too late.
+        await asyncio.sleep(rng.choice([0.0, rng.random() * 0.0005, rng.random() * 0.002]))
+        if task.cancel():
+            cancelled += 1
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+    assert cancelled > 50  # the test exercised cancellation
+    await asyncio.sleep(0.2)  # let aborted Rust futures hand their connections back
+    status = svc.database.pool_status()
+    assert status["waiting"] == 0 and status["available"] == status["size"]
+    assert _bridge._bridges[asyncio.get_running_loop()].in_flight() == 0
+    # Every stored event is whole: its state delta was applied with it, nothing twice.
+    stored = await svc.get_session(app_name="a", user_id="u", session_id="c")
+    assert stored is not None
+    ids = [e.id for e in stored.events]
+    assert len(ids) == len(set(ids))
+    if stored.events:
+        assert stored.state["n"] == stored.events[-1].actions.state_delta["n"]
+    assert s.id == "c"
+    await svc.close()
+
+
+def test_a_service_works_from_several_event_loops(pg_url: str, schema_name: str) -> None:
+    import threading
+
+    svc = PostgresSessionService(pg_url, schema=schema_name)
+    created = asyncio.run(svc.create_session(app_name="a", user_id="u"))
+    results: list[bool] = []
+
+    def in_thread() -> None:
+        got = asyncio.run(svc.get_session(app_name="a", user_id="u", session_id=created.id))
+        results.append(got == created)
+
+    threads = [threading.Thread(target=in_thread) for _ in range(3)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert results == [True, True, True]
+    asyncio.run(svc.close())

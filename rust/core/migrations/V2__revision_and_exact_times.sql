@@ -32,6 +32,12 @@ CREATE TRIGGER adk_postgres_foreign_session_update
     FOR EACH ROW WHEN (NEW.revision = OLD.revision)
     EXECUTE FUNCTION {schema}.adk_postgres_foreign_session_update();
 
--- list_sessions filters by app (and user) and orders by update time.
-CREATE INDEX IF NOT EXISTS idx_sessions_app_update_time
-    ON {schema}.sessions (app_name, update_time, user_id, id);
+-- Every append updates its session row. With room left on each page and no index on the
+-- columns an append changes (update_time, state, revision), PostgreSQL can update the row in
+-- place (a HOT update: no new index entries, less WAL). So no index on update_time here:
+-- list_sessions finds a user's sessions through the primary key and sorts them.
+ALTER TABLE {schema}.sessions SET (fillfactor = 80);
+
+-- Warm reads fetch only the events stored after a revision (seq > $n OR seq IS NULL).
+CREATE INDEX IF NOT EXISTS idx_events_app_user_session_seq
+    ON {schema}.events (app_name, user_id, session_id, seq);

@@ -103,7 +103,7 @@ impl PyStore {
         };
         let config = StoreConfig::parse(url, options).map_err(to_pyerr)?;
         // The pool needs the runtime's context to be created.
-        let runtime = pyo3_async_runtimes::tokio::get_runtime();
+        let runtime = crate::runtime::runtime();
         let _guard = runtime.enter();
         let store = Store::new(config).map_err(to_pyerr)?;
         Ok(PyStore {

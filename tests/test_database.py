@@ -334,3 +334,61 @@ def test_a_service_works_from_several_event_loops(pg_url: str, schema_name: str)
         th.join(60)
     assert results == [True, True, True]
     asyncio.run(svc.close())
+
+
+async def test_terminated_connections_are_replaced_without_an_error(
+    pg_url: str, schema_name: str, pg_admin: asyncpg.Connection
+) -> None:
+    name = f"term-{uuid.uuid4().hex[:6]}"
+    svc = PostgresSessionService(pg_url, schema=schema_name, application_name=name, pool_size=3)
+    s = await svc.create_session(app_name="a", user_id="u")
+    await asyncio.gather(
+        *(svc.get_session(app_name="a", user_id="u", session_id=s.id) for _ in range(3))
+    )
+    killed = await pg_admin.fetchval(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+        name,
+    )
+    assert killed >= 1
+    # Reads and appends retry once on a fresh connection; the caller sees no error.
+    for _ in range(3):
+        assert await svc.get_session(app_name="a", user_id="u", session_id=s.id) == s
+    from google.adk.events import Event
+
+    await svc.append_event(s, Event(author="a", invocation_id="i"))
+    status = svc.database.pool_status()
+    assert status["waiting"] == 0 and status["available"] == status["size"]
+    await svc.close()
+
+
+async def test_statement_timeout_is_typed_and_leaves_the_session_unchanged(
+    pg_url: str, schema_name: str
+) -> None:
+    from google.adk.events import Event
+    from google.adk.events.event_actions import EventActions
+
+    from adk_postgres.errors import StatementTimeoutError
+
+    sep = "&" if "?" in pg_url else "?"
+    url = f"{pg_url}{sep}options=-c%20statement_timeout%3D300"
+    svc = PostgresSessionService(url, schema=schema_name, cache_bytes=0)
+    s = await svc.create_session(app_name="a", user_id="u", state={"k": 0})
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await conn.execute(
+            f'CREATE FUNCTION "{schema_name}".slow() RETURNS trigger LANGUAGE plpgsql'
+            " AS $$ BEGIN PERFORM pg_sleep(2); RETURN NEW; END $$;"
+            f' CREATE TRIGGER slow BEFORE INSERT ON "{schema_name}".events'
+            f' FOR EACH ROW EXECUTE FUNCTION "{schema_name}".slow()'
+        )
+    finally:
+        await conn.close()
+    before = await svc.get_session(app_name="a", user_id="u", session_id=s.id)
+    ev = Event(author="a", invocation_id="i", actions=EventActions(state_delta={"k": 1}))
+    with pytest.raises(StatementTimeoutError) as info:
+        await svc.append_event(s, ev)
+    assert info.value.sqlstate == "57014"
+    assert await svc.get_session(app_name="a", user_id="u", session_id=s.id) == before
+    status = svc.database.pool_status()
+    assert status["waiting"] == 0 and status["available"] == status["size"]
+    await svc.close()

@@ -6,7 +6,7 @@
 use crate::codec::{JsonParam, JsonText};
 use crate::error::Result;
 use crate::sql::SessionSql;
-use crate::store::Store;
+use crate::store::{Retry, Store};
 
 /// Identifies a session: ADK's composite primary key.
 #[derive(Debug, Clone, Copy)]
@@ -150,15 +150,15 @@ impl Store {
         user_delta: Option<&[u8]>,
         create_time: f64,
     ) -> Result<Option<Created>> {
-        let conn = self.connection().await?;
         let sql =
             &self.sql.create[SessionSql::create_index(app_delta.is_some(), user_delta.is_some())];
         let empty = JsonParam(b"{}");
         let app = app_delta.map_or(empty, JsonParam);
         let user = user_delta.map_or(empty, JsonParam);
+        // Not repeated on a connection failure: a create that committed would look like a
+        // duplicate id the second time.
         let row = self
-            .query_opt(
-                &conn,
+            .fetch_opt(
                 sql,
                 &[
                     &key.app_name,
@@ -169,6 +169,7 @@ impl Store {
                     &app,
                     &user,
                 ],
+                Retry::No,
             )
             .await?
             .expect("a SELECT without FROM returns one row");
@@ -187,10 +188,8 @@ impl Store {
         after_timestamp: Option<f64>,
         num_recent_events: Option<i64>,
     ) -> Result<Option<SessionData>> {
-        let conn = self.connection().await?;
         let rows = self
-            .query(
-                &conn,
+            .fetch(
                 &self.sql.get,
                 &[
                     &key.app_name,
@@ -199,6 +198,7 @@ impl Store {
                     &after_timestamp,
                     &num_recent_events,
                 ],
+                Retry::Yes,
             )
             .await?;
         Ok(session_from_rows(&rows))
@@ -211,12 +211,11 @@ impl Store {
         key: SessionKey<'_>,
         revision: i64,
     ) -> Result<Option<SessionData>> {
-        let conn = self.connection().await?;
         let rows = self
-            .query(
-                &conn,
+            .fetch(
                 &self.sql.get_since,
                 &[&key.app_name, &key.user_id, &key.session_id, &revision],
+                Retry::Yes,
             )
             .await?;
         Ok(session_from_rows(&rows))
@@ -228,13 +227,15 @@ impl Store {
         app_name: &str,
         user_id: Option<&str>,
     ) -> Result<SessionList> {
-        let conn = self.connection().await?;
         let rows = match user_id {
             Some(user) => {
-                self.query(&conn, &self.sql.list_user, &[&app_name, &user])
+                self.fetch(&self.sql.list_user, &[&app_name, &user], Retry::Yes)
                     .await?
             }
-            None => self.query(&conn, &self.sql.list_app, &[&app_name]).await?,
+            None => {
+                self.fetch(&self.sql.list_app, &[&app_name], Retry::Yes)
+                    .await?
+            }
         };
         let mut list = SessionList::default();
         for row in &rows {
@@ -258,15 +259,14 @@ impl Store {
 
     /// Deletes a session and its events; deleting a missing session is not an error.
     pub async fn delete_session(&self, key: SessionKey<'_>) -> Result<bool> {
-        let conn = self.connection().await?;
-        let n = self
-            .execute(
-                &conn,
+        let deleted = self
+            .fetch(
                 &self.sql.delete,
                 &[&key.app_name, &key.user_id, &key.session_id],
+                Retry::Yes,
             )
             .await?;
-        Ok(n > 0)
+        Ok(!deleted.is_empty())
     }
 
     /// Appends an event if the session is still at `expected_revision`, merging the state
@@ -277,10 +277,8 @@ impl Store {
         expected_revision: i64,
         event: NewEvent<'_>,
     ) -> Result<AppendOutcome> {
-        let conn = self.connection().await?;
         let row = self
-            .query_opt(
-                &conn,
+            .fetch_opt(
                 &self.sql.append,
                 &[
                     &key.app_name,
@@ -295,14 +293,14 @@ impl Store {
                     &event.app_delta.map(JsonParam),
                     &event.user_delta.map(JsonParam),
                 ],
+                Retry::Yes,
             )
             .await?;
         if let Some(row) = row {
             return Ok(AppendOutcome::Appended(row.get(0)));
         }
         let probe = self
-            .query_opt(
-                &conn,
+            .fetch_opt(
                 &self.sql.append_probe,
                 &[
                     &key.app_name,
@@ -310,6 +308,7 @@ impl Store {
                     &key.session_id,
                     &event.event_id,
                 ],
+                Retry::Yes,
             )
             .await?;
         Ok(match probe {
@@ -328,12 +327,11 @@ impl Store {
 
     /// The stored revision of a session, for session objects that carry no marker.
     pub async fn session_revision(&self, key: SessionKey<'_>) -> Result<Option<RevisionInfo>> {
-        let conn = self.connection().await?;
         let row = self
-            .query_opt(
-                &conn,
+            .fetch_opt(
                 &self.sql.revision_probe,
                 &[&key.app_name, &key.user_id, &key.session_id],
+                Retry::Yes,
             )
             .await?;
         Ok(row.map(|row| RevisionInfo {
@@ -345,9 +343,8 @@ impl Store {
 
     /// The user-scoped state of `(app_name, user_id)`, `None` if none was stored.
     pub async fn get_user_state(&self, app_name: &str, user_id: &str) -> Result<Option<Json>> {
-        let conn = self.connection().await?;
         let row = self
-            .query_opt(&conn, &self.sql.get_user_state, &[&app_name, &user_id])
+            .fetch_opt(&self.sql.get_user_state, &[&app_name, &user_id], Retry::Yes)
             .await?;
         Ok(row.and_then(|r| json_opt(&r, 0)))
     }

@@ -80,7 +80,8 @@ impl SessionSql {
             ),
             // Events go with the session through the foreign key's ON DELETE CASCADE.
             delete: format!(
-                "DELETE FROM {s}.sessions WHERE app_name = $1 AND user_id = $2 AND id = $3"
+                "DELETE FROM {s}.sessions WHERE app_name = $1 AND user_id = $2 AND id = $3
+                 RETURNING 1"
             ),
             // The whole append in one statement, gated on the revision the caller holds:
             // $1 app, $2 user, $3 id, $4 expected revision, $5 session-state delta (NULL: none),

@@ -15,6 +15,14 @@ use crate::migrations;
 use crate::pool::{self, PoolStatus};
 use crate::sql::SessionSql;
 
+/// Whether a statement may be repeated after a connection failure: reads and deletes may, and
+/// appends may (a repeat of an append that committed is recognised by its event id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Retry {
+    Yes,
+    No,
+}
+
 pub struct Store {
     pool: Pool,
     config: StoreConfig,
@@ -97,6 +105,49 @@ impl Store {
         self.connection_unmigrated().await
     }
 
+    /// Runs one statement on a pooled connection. A connection found broken (the server
+    /// restarted or terminated it) is dropped from the pool rather than handed out again; if
+    /// `retry` allows it — the statement is safe to repeat — it is retried once on a new
+    /// connection, so a pool that went stale while idle costs the caller nothing.
+    pub(crate) async fn fetch(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        retry: Retry,
+    ) -> Result<Vec<Row>> {
+        let conn = self.connection().await?;
+        match self.query(&conn, sql, params).await {
+            Err(err) if err.kind == ErrorKind::Connection => {
+                let _ = Object::take(conn);
+                if retry == Retry::No {
+                    return Err(err);
+                }
+                let conn = self.connection().await?;
+                let result = self.query(&conn, sql, params).await;
+                if matches!(&result, Err(e) if e.kind == ErrorKind::Connection) {
+                    let _ = Object::take(conn);
+                }
+                result
+            }
+            other => other,
+        }
+    }
+
+    /// [`Store::fetch`] for statements returning at most one row.
+    pub(crate) async fn fetch_opt(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        retry: Retry,
+    ) -> Result<Option<Row>> {
+        let mut rows = self.fetch(sql, params, retry).await?;
+        Ok(if rows.is_empty() {
+            None
+        } else {
+            Some(rows.swap_remove(0))
+        })
+    }
+
     /// Runs one statement, prepared through the per-connection cache when enabled.
     pub(crate) async fn query(
         &self,
@@ -109,34 +160,6 @@ impl Store {
             Ok(conn.query(&stmt, params).await?)
         } else {
             Ok(conn.query(sql, params).await?)
-        }
-    }
-
-    pub(crate) async fn query_opt(
-        &self,
-        conn: &Object,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Option<Row>> {
-        let mut rows = self.query(conn, sql, params).await?;
-        Ok(if rows.is_empty() {
-            None
-        } else {
-            Some(rows.swap_remove(0))
-        })
-    }
-
-    pub(crate) async fn execute(
-        &self,
-        conn: &Object,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<u64> {
-        if self.config.options.statement_cache {
-            let stmt = conn.prepare_cached(sql).await?;
-            Ok(conn.execute(&stmt, params).await?)
-        } else {
-            Ok(conn.execute(sql, params).await?)
         }
     }
 }

@@ -10,6 +10,7 @@ semantics.
 from . import errors
 from ._native import SCHEMA_VERSION
 from ._native import __version__ as _native_version
+from .artifact_service import PostgresArtifactService
 from .database import Database
 from .session_service import PostgresSessionService
 
@@ -18,6 +19,7 @@ __version__ = _native_version
 __all__ = [
     "SCHEMA_VERSION",
     "Database",
+    "PostgresArtifactService",
     "PostgresSessionService",
     "__version__",
     "errors",

@@ -14,9 +14,7 @@ from ._native import Bridge
 
 # Loop → its bridge. The bridge holds no reference to the loop, so a finished loop is collected
 # and its bridge (and sockets) with it.
-_bridges: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Bridge] = (
-    weakref.WeakKeyDictionary()
-)
+_bridges: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Bridge] = weakref.WeakKeyDictionary()
 
 
 def prepare() -> tuple[Bridge, asyncio.Future[Any]]:

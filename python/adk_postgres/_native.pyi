@@ -1,6 +1,8 @@
 """Type stubs for the Rust extension ``adk_postgres._native`` (rust/python/src)."""
 
 from collections.abc import Awaitable
+from os import PathLike
+from pathlib import Path
 from typing import Literal
 
 SCHEMA_VERSION: int
@@ -77,3 +79,56 @@ class Store:
         self, app_name: str, user_id: str, session_id: str
     ) -> Awaitable[tuple[int, float, str | None] | None]: ...
     def get_user_state(self, app_name: str, user_id: str) -> Awaitable[bytes | None]: ...
+
+# (version, part_json, payload_kind, content, sha256, size, storage): content None → read it with
+# read_content(sha256, size, storage) (large), or it is gone (size -1).
+LoadedArtifact = tuple[int, bytes, int, bytes | None, bytes | None, int, str | None]
+# (version, mime_type, custom_metadata_json, create_time)
+ArtifactVersionRow = tuple[int, str | None, bytes | None, float]
+
+class ArtifactStore:
+    """Artifact operations on a Store's pool; payloads in PostgreSQL or in ``content_dir``."""
+
+    def __init__(self, store: Store, content_dir: str | PathLike[str] | None = None) -> None: ...
+    @property
+    def content_dir(self) -> Path | None: ...
+    def save(
+        self,
+        app_name: str,
+        user_id: str,
+        session_id: str,
+        filename: str,
+        payload: bytes | None,
+        part_json: bytes,
+        payload_kind: int,
+        mime_type: str | None,
+        custom_metadata: bytes | None,
+        create_time: float,
+    ) -> Awaitable[int]: ...
+    def load(
+        self,
+        app_name: str,
+        user_id: str,
+        session_id: str,
+        filename: str,
+        version: int | None = None,
+    ) -> Awaitable[LoadedArtifact | None]: ...
+    def read_content(self, sha256: bytes, size: int, storage: str) -> Awaitable[bytes | None]: ...
+    def list_versions(
+        self, app_name: str, user_id: str, session_id: str, filename: str
+    ) -> Awaitable[list[ArtifactVersionRow]]: ...
+    def get_version(
+        self,
+        app_name: str,
+        user_id: str,
+        session_id: str,
+        filename: str,
+        version: int | None = None,
+    ) -> Awaitable[ArtifactVersionRow | None]: ...
+    def list_keys(
+        self, app_name: str, user_id: str, session_id: str | None = None
+    ) -> Awaitable[list[str]]: ...
+    def delete(
+        self, app_name: str, user_id: str, session_id: str, filename: str
+    ) -> Awaitable[bool]: ...
+    def collect_garbage(self) -> Awaitable[int]: ...

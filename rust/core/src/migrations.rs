@@ -30,6 +30,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "revision_and_exact_times",
         sql: include_str!("../migrations/V2__revision_and_exact_times.sql"),
     },
+    Migration {
+        version: 3,
+        name: "artifacts",
+        sql: include_str!("../migrations/V3__artifacts.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.

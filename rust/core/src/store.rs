@@ -107,29 +107,28 @@ impl Store {
 
     /// Runs one statement on a pooled connection. A connection found broken (the server
     /// restarted or terminated it) is dropped from the pool rather than handed out again; if
-    /// `retry` allows it — the statement is safe to repeat — it is retried once on a new
-    /// connection, so a pool that went stale while idle costs the caller nothing.
+    /// `retry` allows it — the statement is safe to repeat — it runs again on another
+    /// connection. Every pooled connection may have been broken at once (a server restart), so
+    /// this goes on until a freshly opened one answers; failing to open one ends it.
     pub(crate) async fn fetch(
         &self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
         retry: Retry,
     ) -> Result<Vec<Row>> {
-        let conn = self.connection().await?;
-        match self.query(&conn, sql, params).await {
-            Err(err) if err.kind == ErrorKind::Connection => {
-                let _ = Object::take(conn);
-                if retry == Retry::No {
-                    return Err(err);
-                }
-                let conn = self.connection().await?;
-                let result = self.query(&conn, sql, params).await;
-                if matches!(&result, Err(e) if e.kind == ErrorKind::Connection) {
+        let mut attempts_left = self.config.options.pool_size + 1;
+        loop {
+            let conn = self.connection().await?;
+            match self.query(&conn, sql, params).await {
+                Err(err) if err.kind == ErrorKind::Connection => {
                     let _ = Object::take(conn);
+                    attempts_left -= 1;
+                    if retry == Retry::No || attempts_left == 0 {
+                        return Err(err);
+                    }
                 }
-                result
+                other => return other,
             }
-            other => other,
         }
     }
 

@@ -3,6 +3,7 @@
 //! Only argument conversion, error mapping and the asyncio bridge live here; see `rust/core`
 //! for the store.
 
+mod artifacts;
 mod errors;
 mod runtime;
 mod store;
@@ -13,6 +14,7 @@ use pyo3::prelude::*;
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<runtime::Bridge>()?;
     m.add_class::<store::PyStore>()?;
+    m.add_class::<artifacts::PyArtifactStore>()?;
     m.add(
         "SCHEMA_VERSION",
         adk_postgres_core::migrations::latest_version(),

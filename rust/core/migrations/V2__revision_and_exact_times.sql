@@ -41,3 +41,8 @@ ALTER TABLE {schema}.sessions SET (fillfactor = 80);
 -- Warm reads fetch only the events stored after a revision (seq > $n OR seq IS NULL).
 CREATE INDEX IF NOT EXISTS idx_events_app_user_session_seq
     ON {schema}.events (app_name, user_id, session_id, seq);
+
+-- Reads order a session's events by time to the microsecond (ADK's column), then exact time,
+-- then id; LIMIT n (num_recent_events) walks this index from the newest end and stops.
+CREATE INDEX IF NOT EXISTS idx_events_session_order
+    ON {schema}.events (app_name, user_id, session_id, "timestamp" DESC, event_ts DESC NULLS LAST, id DESC);

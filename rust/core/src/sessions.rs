@@ -188,19 +188,27 @@ impl Store {
         after_timestamp: Option<f64>,
         num_recent_events: Option<i64>,
     ) -> Result<Option<SessionData>> {
-        let rows = self
-            .fetch(
-                &self.sql.get,
-                &[
-                    &key.app_name,
-                    &key.user_id,
-                    &key.session_id,
-                    &after_timestamp,
-                    &num_recent_events,
-                ],
-                Retry::Yes,
-            )
-            .await?;
+        let k = [
+            &key.app_name as &(dyn tokio_postgres::types::ToSql + Sync),
+            &key.user_id,
+            &key.session_id,
+        ];
+        // A statement per filter shape, so each prepared plan can use the index fully.
+        let rows = match (after_timestamp, num_recent_events) {
+            (None, None) => self.fetch(&self.sql.get_all, &k, Retry::Yes).await?,
+            (None, Some(n)) => {
+                self.fetch(&self.sql.get_recent, &[k[0], k[1], k[2], &n], Retry::Yes)
+                    .await?
+            }
+            (Some(after), n) => {
+                self.fetch(
+                    &self.sql.get_after,
+                    &[k[0], k[1], k[2], &after, &n],
+                    Retry::Yes,
+                )
+                .await?
+            }
+        };
         Ok(session_from_rows(&rows))
     }
 

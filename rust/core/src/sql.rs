@@ -18,9 +18,15 @@ fn ts(param: &str) -> String {
 pub struct SessionSql {
     /// Indexed by [`SessionSql::create_index`]: which of app/user state get a delta.
     pub create: [String; 4],
-    pub get: String,
-    /// Like `get`, but only the events stored after revision $4 (plus any without a
-    /// revision, written by ADK's own service): the refresh of a cached session.
+    /// A session with all its events.
+    pub get_all: String,
+    /// A session with its $4 most recent events.
+    pub get_recent: String,
+    /// A session with its events at or after $4 (exact float, inclusive), at most $5 of the
+    /// most recent (NULL: all).
+    pub get_after: String,
+    /// A session with only the events stored after revision $4 (plus any without a revision,
+    /// written by ADK's own service): the refresh of a cached session.
     pub get_since: String,
     pub list_user: String,
     pub list_app: String,
@@ -39,18 +45,26 @@ impl SessionSql {
         SessionSql {
             create: [(false, false), (true, false), (false, true), (true, true)]
                 .map(|(app, user)| create_sql(&s, app, user)),
-            get: read_sql(
+            get_all: read_sql(&s, &[events_where(&s, "TRUE", "")]),
+            get_recent: read_sql(&s, &[events_where(&s, "TRUE", &format!("{NEWEST_FIRST} LIMIT $4::int8"))]),
+            get_after: read_sql(
                 &s,
-                &format!(
-                    "($4::float8 IS NULL OR (
-                          e.\"timestamp\" >= {t4} - interval '1 microsecond'
-                          AND {EXACT_TS} >= $4::float8))
-                     ORDER BY e.\"timestamp\" DESC, {EXACT_TS} DESC, e.id DESC
-                     LIMIT $5::int8",
-                    t4 = ts("$4"),
-                ),
+                &[events_where(
+                    &s,
+                    &format!(
+                        "e.\"timestamp\" >= {t4} - interval '1 microsecond'
+                         AND COALESCE(e.event_ts, extract(epoch FROM e.\"timestamp\")::float8)
+                             >= $4::float8",
+                        t4 = ts("$4")
+                    ),
+                    &format!("{NEWEST_FIRST} LIMIT $5::int8"),
+                )],
             ),
-            get_since: read_sql(&s, "(e.seq > $4::int8 OR e.seq IS NULL)"),
+            // Two selections so each is one index range (an OR would filter every event).
+            get_since: read_sql(
+                &s,
+                &[events_where(&s, "e.seq > $4::int8", ""), events_where(&s, "e.seq IS NULL", "")],
+            ),
             // App state (kind 0), the user's state (1), the sessions (2) oldest update first.
             list_user: format!(
                 "SELECT 0::int2 AS kind, NULL::varchar AS user_id, NULL::varchar AS id,
@@ -144,19 +158,27 @@ impl SessionSql {
     }
 }
 
-/// The exact event time: our float column, else ADK's microsecond column.
-const EXACT_TS: &str = "COALESCE(e.event_ts, extract(epoch FROM e.\"timestamp\")::float8)";
+/// Event order, newest first, as the `idx_events_session_order` index stores it: ADK's
+/// microsecond timestamp, then the exact float time (NULL for events ADK wrote), then id.
+const NEWEST_FIRST: &str = "ORDER BY e.\"timestamp\" DESC, e.event_ts DESC NULLS LAST, e.id DESC";
+
+/// One selection of a session's events as rows of kind 3 (see [`read_sql`]).
+fn events_where(s: &str, condition: &str, order_and_limit: &str) -> String {
+    format!(
+        "(SELECT 3::int2 AS kind, e.event_data AS data, e.seq AS num, e.event_ts AS ts,
+                e.\"timestamp\" AS ets, e.id AS eid
+            FROM {s}.events e
+           WHERE e.app_name = $1 AND e.user_id = $2 AND e.session_id = $3 AND {condition}
+           {order_and_limit})"
+    )
+}
 
 /// A session read in one statement, one snapshot: the session row (kind 0: state, revision,
 /// exact update time, and its create time as an incarnation tag), app state (1), user state (2)
-/// and the events selected by `event_clause` (3: a condition, optionally followed by ORDER BY
-/// and LIMIT for the inner selection), oldest first.
-///
-/// For `get`, $4 is after_timestamp (inclusive) and $5 the number of most recent events, each
-/// NULL for "no filter". The timestamp column keeps microseconds only: it narrows the scan
-/// through the index, and the exact float decides (ADK compares exact floats).
-fn read_sql(s: &str, event_clause: &str) -> String {
+/// and the events of `event_selections` (3), oldest first.
+fn read_sql(s: &str, event_selections: &[String]) -> String {
     let last_update = "COALESCE(s.update_ts, extract(epoch FROM s.update_time)::float8)";
+    let events = event_selections.join("\n UNION ALL\n ");
     format!(
         "SELECT 0::int2 AS kind, s.state AS data, s.revision AS num,
                 {last_update} AS ts, NULL::timestamp AS ets, s.create_time::text AS eid
@@ -169,11 +191,8 @@ fn read_sql(s: &str, event_clause: &str) -> String {
          SELECT 2::int2, u.state, NULL, NULL, NULL, NULL
            FROM {s}.user_states u WHERE u.app_name = $1 AND u.user_id = $2
          UNION ALL
-         (SELECT 3::int2, e.event_data, e.seq, {EXACT_TS}, e.\"timestamp\", e.id
-            FROM {s}.events e
-           WHERE e.app_name = $1 AND e.user_id = $2 AND e.session_id = $3
-             AND {event_clause})
-         ORDER BY kind, ets, ts, eid"
+         {events}
+         ORDER BY kind, ets, ts NULLS FIRST, eid"
     )
 }
 
@@ -245,7 +264,9 @@ mod tests {
         for text in [
             &sql.create[0],
             &sql.create[3],
-            &sql.get,
+            &sql.get_all,
+            &sql.get_recent,
+            &sql.get_after,
             &sql.get_since,
             &sql.list_user,
             &sql.list_app,

@@ -12,6 +12,7 @@ from ._native import SCHEMA_VERSION
 from ._native import __version__ as _native_version
 from .artifact_service import PostgresArtifactService
 from .database import Database
+from .memory_service import PostgresMemoryService
 from .session_service import PostgresSessionService
 
 __version__ = _native_version
@@ -20,6 +21,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "Database",
     "PostgresArtifactService",
+    "PostgresMemoryService",
     "PostgresSessionService",
     "__version__",
     "errors",

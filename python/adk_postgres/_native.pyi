@@ -132,3 +132,56 @@ class ArtifactStore:
         self, app_name: str, user_id: str, session_id: str, filename: str
     ) -> Awaitable[bool]: ...
     def collect_garbage(self) -> Awaitable[int]: ...
+
+# (memory_id, session_id, author, event_ts, timestamp_text, content, metadata, search_text)
+MemoryEntryRow = tuple[
+    str, str | None, str | None, float | None, str | None, bytes, bytes | None, str
+]
+# (memory_id, session_id, author, event_ts, timestamp_text, content_json, metadata_json, score)
+MemoryHitRow = tuple[
+    str, str | None, str | None, float | None, str | None, bytes, bytes | None, float
+]
+
+class MemoryStore:
+    """Memory operations on a Store's pool: upsert, delete, ranked search."""
+
+    def __init__(
+        self,
+        store: Store,
+        text_search_config: str = "english",
+        trigram: bool = True,
+        vector: bool = False,
+    ) -> None: ...
+    # {"trigram_schema": str | None, "vector_schema": str | None, "embedding_column": bool,
+    #  "notes": list[str]}
+    def capabilities(self) -> Awaitable[dict[str, object]]: ...
+    def upsert(
+        self,
+        app_name: str,
+        user_id: str,
+        entries: list[MemoryEntryRow],
+        replace_session: str | None = None,
+        from_events: bool = True,
+        embedding_dim: int | None = None,
+    ) -> Awaitable[list[str]]: ...
+    def set_embeddings(
+        self,
+        app_name: str,
+        user_id: str,
+        ids: list[str],
+        texts: list[str],
+        dim: int,
+        vectors: bytes,
+    ) -> Awaitable[int]: ...
+    def delete(self, app_name: str, user_id: str, memory_id: str) -> Awaitable[bool]: ...
+    def search(
+        self,
+        app_name: str,
+        user_id: str,
+        text: str,
+        strict: bool,
+        words: list[str],
+        limit: int,
+        min_score: float,
+        vector: bytes | None = None,
+    ) -> Awaitable[list[MemoryHitRow]]: ...

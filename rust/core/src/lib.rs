@@ -16,6 +16,7 @@ pub mod artifacts;
 pub mod codec;
 pub mod config;
 pub mod error;
+pub mod memory;
 pub mod migrations;
 pub mod pool;
 pub mod sessions;

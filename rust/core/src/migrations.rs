@@ -35,6 +35,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "artifacts",
         sql: include_str!("../migrations/V3__artifacts.sql"),
     },
+    Migration {
+        version: 4,
+        name: "memory",
+        sql: include_str!("../migrations/V4__memory.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.

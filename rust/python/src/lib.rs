@@ -5,6 +5,7 @@
 
 mod artifacts;
 mod errors;
+mod memory;
 mod runtime;
 mod store;
 
@@ -15,6 +16,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<runtime::Bridge>()?;
     m.add_class::<store::PyStore>()?;
     m.add_class::<artifacts::PyArtifactStore>()?;
+    m.add_class::<memory::PyMemoryStore>()?;
     m.add(
         "SCHEMA_VERSION",
         adk_postgres_core::migrations::latest_version(),

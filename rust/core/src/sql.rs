@@ -63,7 +63,14 @@ impl SessionSql {
             // Two selections so each is one index range (an OR would filter every event).
             get_since: read_sql(
                 &s,
-                &[events_where(&s, "e.seq > $4::int8", ""), events_where(&s, "e.seq IS NULL", "")],
+                &[events_where(
+                        &s,
+                        // The upper bound is redundant but makes the generic plan's estimate
+                        // a narrow range (one-sided `>` is guessed at a third of the rows),
+                        // so the seq index is used however large the session is.
+                        "e.seq > $4::int8 AND e.seq <= 9223372036854775807",
+                        "",
+                    ), events_where(&s, "e.seq IS NULL", "")],
             ),
             // App state (kind 0), the user's state (1), the sessions (2) oldest update first.
             list_user: format!(

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from types import TracebackType
 from typing import Any, cast
 
 from google.adk.artifacts import artifact_util
@@ -32,6 +31,7 @@ from typing_extensions import override
 
 from ._json import encode_state
 from ._native import ArtifactStore
+from ._service_base import DatabaseBacked
 from .database import Database
 from .errors import ConfigurationError, DataError
 
@@ -112,7 +112,7 @@ def _join_payload(part: types.Part, kind: int, payload: bytes) -> types.Part:
     return part
 
 
-class PostgresArtifactService(BaseArtifactService):
+class PostgresArtifactService(DatabaseBacked, BaseArtifactService):
     """ADK artifact service on PostgreSQL.
 
     Args:
@@ -136,14 +136,7 @@ class PostgresArtifactService(BaseArtifactService):
         content_dir: str | Path | None = None,
         **options: Any,
     ) -> None:
-        if database is not None:
-            if uri is not None or options:
-                raise ConfigurationError("pass either database= or a URL/options, not both")
-            self._database = database
-            self._owns_database = False
-        else:
-            self._database = Database(uri, **options)
-            self._owns_database = True
+        self._attach_database(uri, database, options)
         self._content_dir: Path | None = None
         if content_dir is not None:
             path = Path(content_dir).expanduser().resolve()
@@ -153,10 +146,6 @@ class PostgresArtifactService(BaseArtifactService):
                 raise ConfigurationError(f"cannot create content_dir {path}: {exc}") from exc
             self._content_dir = path
         self._native: ArtifactStore | None = None
-
-    @property
-    def database(self) -> Database:
-        return self._database
 
     @property
     def content_dir(self) -> Path | None:
@@ -436,22 +425,6 @@ class PostgresArtifactService(BaseArtifactService):
             return 0
         store = await self._store()
         return await store.collect_garbage()
-
-    async def close(self) -> None:
-        """Close the pool if this service opened it."""
-        if self._owns_database:
-            await self._database.close()
-
-    async def __aenter__(self) -> PostgresArtifactService:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     def __repr__(self) -> str:
         where = f", content_dir={str(self._content_dir)!r}" if self._content_dir else ""

@@ -31,7 +31,6 @@ import re
 import unicodedata
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from google.adk.memory import _utils
@@ -43,6 +42,7 @@ from typing_extensions import override
 
 from ._json import encode_state
 from ._native import MemoryStore
+from ._service_base import DatabaseBacked
 from .database import Database
 from .errors import ConfigurationError, DataError
 
@@ -174,7 +174,7 @@ def _dedupe(entries: list[_Entry]) -> list[_Entry]:
     return list(by_id.values())
 
 
-class PostgresMemoryService(BaseMemoryService):
+class PostgresMemoryService(DatabaseBacked, BaseMemoryService):
     """ADK memory service on PostgreSQL.
 
     Args:
@@ -216,14 +216,7 @@ class PostgresMemoryService(BaseMemoryService):
         embed_batch_size: int = 256,
         **options: Any,
     ) -> None:
-        if database is not None:
-            if uri is not None or options:
-                raise ConfigurationError("pass either database= or a URL/options, not both")
-            self._database = database
-            self._owns_database = False
-        else:
-            self._database = Database(uri, **options)
-            self._owns_database = True
+        self._attach_database(uri, database, options)
         if embed is not None and not callable(embed):
             raise ConfigurationError("embed must be callable: (list[str]) -> list[list[float]]")
         self._limit = self._check_limit(limit)
@@ -257,10 +250,6 @@ class PostgresMemoryService(BaseMemoryService):
         if not math.isfinite(value) or not -1.0 <= value <= 1.0:
             raise ConfigurationError("min_score must be between -1 and 1")
         return value
-
-    @property
-    def database(self) -> Database:
-        return self._database
 
     @property
     def embeds(self) -> bool:
@@ -565,21 +554,3 @@ class PostgresMemoryService(BaseMemoryService):
             )
             results.append((entry, score))
         return results
-
-    # -- lifecycle ----------------------------------------------------------------------------
-
-    async def close(self) -> None:
-        """Close the pool if this service opened it."""
-        if self._owns_database:
-            await self._database.close()
-
-    async def __aenter__(self) -> PostgresMemoryService:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()

@@ -6,7 +6,6 @@ every call is one await into the Rust store, which runs one SQL statement.
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from google.adk.errors._stale_session_error import StaleSessionError
@@ -25,6 +24,7 @@ from google.adk.sessions.state import State
 from typing_extensions import override
 
 from ._json import decode_events, decode_state, encode_event, encode_state
+from ._service_base import DatabaseBacked
 from ._session_cache import CachedHistory, SessionCache
 from .database import Database
 from .errors import ConfigurationError, DataError, IntegrityError
@@ -117,7 +117,7 @@ def _marker_revision(session: Session) -> int | None:
         return None  # a marker from another service (e.g. ADK's timestamp marker)
 
 
-class PostgresSessionService(BaseSessionService):
+class PostgresSessionService(DatabaseBacked, BaseSessionService):
     """ADK session service on PostgreSQL.
 
     Args:
@@ -143,18 +143,7 @@ class PostgresSessionService(BaseSessionService):
         if cache_bytes < 0:
             raise ConfigurationError("cache_bytes must be >= 0")
         self._cache = SessionCache(cache_bytes) if cache_bytes else None
-        if database is not None:
-            if uri is not None or options:
-                raise ConfigurationError("pass either database= or a URL/options, not both")
-            self._database = database
-            self._owns_database = False
-        else:
-            self._database = Database(uri, **options)
-            self._owns_database = True
-
-    @property
-    def database(self) -> Database:
-        return self._database
+        self._attach_database(uri, database, options)
 
     @override
     async def create_session(
@@ -412,22 +401,6 @@ class PostgresSessionService(BaseSessionService):
             if last_event_id != local_last:
                 raise StaleSessionError(_STALE_MESSAGE)
         return revision
-
-    async def close(self) -> None:
-        """Close the pool if this service opened it."""
-        if self._owns_database:
-            await self._database.close()
-
-    async def __aenter__(self) -> PostgresSessionService:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     def __repr__(self) -> str:
         return f"PostgresSessionService({self._database.describe()})"

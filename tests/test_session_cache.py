@@ -201,3 +201,46 @@ def test_cache_bytes_must_not_be_negative() -> None:
 
     with pytest.raises(ConfigurationError):
         PostgresSessionService("postgresql://u@localhost/d", cache_bytes=-1)
+
+
+async def test_recent_events_reads_are_cached_as_a_suffix(
+    make_service: Callable[..., PostgresSessionService], decoded: list[int]
+) -> None:
+    ours, other, cold = make_service(), make_service(), make_service(cache_bytes=0)
+    s = await other.create_session(app_name=APP, user_id=USER, session_id="suffix")
+    for i in range(30):
+        await other.append_event(s, event(f"e{i}", ts=1_700_000_000.0 + i))
+    last20 = GetSessionConfig(num_recent_events=20)
+    decoded.clear()
+    first = await read(ours, "suffix", last20)
+    assert sum(decoded) == 20  # only the suffix was fetched
+    expected5 = await read(cold, "suffix", GetSessionConfig(num_recent_events=5))
+    decoded.clear()
+    assert await read(ours, "suffix", GetSessionConfig(num_recent_events=5)) == expected5
+    assert await read(ours, "suffix", last20) == first
+    assert sum(decoded) == 0  # served from the cached suffix
+    # Another writer appends: the suffix is refreshed with just that event.
+    theirs = await read(other, "suffix")
+    await other.append_event(theirs, event("new", ts=1_700_000_100.0))
+    expected20 = await read(cold, "suffix", last20)
+    decoded.clear()
+    assert await read(ours, "suffix", last20) == expected20
+    assert sum(decoded) == 1
+    # A read that needs more than the suffix goes to the database, and is then complete.
+    full = await read(ours, "suffix")
+    assert len(full.events) == 31 and full == await read(cold, "suffix")
+    after = GetSessionConfig(after_timestamp=1_700_000_002.5)
+    assert await read(ours, "suffix", after) == await read(cold, "suffix", after)
+
+
+async def test_short_history_read_with_a_limit_is_complete(
+    make_service: Callable[..., PostgresSessionService], decoded: list[int]
+) -> None:
+    ours, cold = make_service(), make_service(cache_bytes=0)
+    s = await ours.create_session(app_name=APP, user_id=USER, session_id="short")
+    for i in range(3):
+        await ours.append_event(s, event(f"e{i}"))
+    await read(ours, "short", GetSessionConfig(num_recent_events=10))  # fewer than asked
+    decoded.clear()
+    assert await read(ours, "short") == await read(cold, "short")
+    assert decoded == [3]  # only the cold reader decoded; ours answered from the cache

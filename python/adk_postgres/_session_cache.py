@@ -31,9 +31,13 @@ class CachedHistory:
     # form (what a cold read returns), not the caller's objects.
     pending: list[bytes] = field(default_factory=list)
     size: int = 0  # bytes of event JSON held
+    # False when only the most recent events are held (read with num_recent_events or
+    # after_timestamp): such an entry answers reads that need no more than that suffix.
+    complete: bool = True
 
     def history(self) -> list[Event]:
-        """All events, oldest first (decodes pending appends once)."""
+        """The events held (all of them when ``complete``), oldest first; decodes pending
+        appends once."""
         if self.pending:
             self.events.extend(decode_events(self.pending))
             self.pending = []

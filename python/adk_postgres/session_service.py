@@ -107,6 +107,22 @@ def _select_events(events: list[Event], config: GetSessionConfig | None) -> list
     return selected
 
 
+def _covers(events: list[Event], complete: bool, config: GetSessionConfig | None) -> bool:
+    """Whether a cached history (``complete``) or most recent suffix of it answers ``config``
+    exactly as a read of the whole history would."""
+    if complete:
+        return True
+    if config is None:
+        return False
+    if config.num_recent_events is not None:
+        # The last n events are all held; after_timestamp then only filters within them.
+        return len(events) >= config.num_recent_events
+    if config.after_timestamp is not None:
+        # Every event not held is older than the oldest held one.
+        return bool(events) and events[0].timestamp < config.after_timestamp
+    return False
+
+
 def _marker_revision(session: Session) -> int | None:
     marker = session._storage_update_marker
     if marker is None:
@@ -206,31 +222,43 @@ class PostgresSessionService(DatabaseBacked, BaseSessionService):
                 self._cache.discard(key)  # type: ignore[union-attr]
                 return None
             events = self._refresh_cached(key, cached, row)
-            if events is not None:
+            if events is not None and _covers(events, cached.complete, config):
                 return self._session_from_row(key, row, _select_events(events, config))
-        if config is None or (config.num_recent_events is None and config.after_timestamp is None):
-            row = await store.get_session(app_name, user_id, session_id)
-            if row is None:
-                return None
-            events = decode_events(row[5])
-            if self._cache is not None:
-                self._cache.put(
-                    key,
-                    CachedHistory(
-                        incarnation=row[6],
-                        revision=row[1],
-                        events=list(events),
-                        size=sum(map(len, row[5])),
-                    ),
-                )
-            return self._session_from_row(key, row, events)
-        # A filtered read of a session not cached: let the database select the events.
-        row = await store.get_session(
-            app_name, user_id, session_id, config.after_timestamp, config.num_recent_events
+        full_read = config is None or (
+            config.num_recent_events is None and config.after_timestamp is None
         )
+        if full_read:
+            row = await store.get_session(app_name, user_id, session_id)
+        else:
+            # Let the database select the events; the result is a suffix of the history.
+            assert config is not None
+            row = await store.get_session(
+                app_name, user_id, session_id, config.after_timestamp, config.num_recent_events
+            )
         if row is None:
             return None
-        return self._session_from_row(key, row, decode_events(row[5]))
+        events = decode_events(row[5])
+        if self._cache is not None:
+            wanted = config.num_recent_events if config is not None else None
+            self._cache.put(
+                key,
+                CachedHistory(
+                    incarnation=row[6],
+                    revision=row[1],
+                    events=list(events),
+                    size=sum(map(len, row[5])),
+                    # Fewer events than asked for means there are no more.
+                    complete=full_read
+                    or (
+                        config is not None
+                        and config.after_timestamp is None
+                        and wanted is not None
+                        and wanted > 0
+                        and len(events) < wanted
+                    ),
+                ),
+            )
+        return self._session_from_row(key, row, events)
 
     def _refresh_cached(
         self, key: tuple[str, str, str], cached: CachedHistory, row: SessionRow

@@ -34,6 +34,7 @@ from ._native import ArtifactStore
 from ._service_base import DatabaseBacked
 from .database import Database
 from .errors import ConfigurationError, DataError
+from .telemetry import traced
 
 logger = logging.getLogger("adk_postgres")
 
@@ -187,6 +188,7 @@ class PostgresArtifactService(DatabaseBacked, BaseArtifactService):
         )
 
     @override
+    @traced("artifacts")
     async def save_artifact(
         self,
         *,
@@ -256,6 +258,7 @@ class PostgresArtifactService(DatabaseBacked, BaseArtifactService):
         )
 
     @override
+    @traced("artifacts")
     async def load_artifact(
         self,
         *,
@@ -329,6 +332,7 @@ class PostgresArtifactService(DatabaseBacked, BaseArtifactService):
         return part
 
     @override
+    @traced("artifacts")
     async def list_artifact_keys(
         self, *, app_name: str, user_id: str, session_id: str | None = None
     ) -> list[str]:
@@ -343,6 +347,7 @@ class PostgresArtifactService(DatabaseBacked, BaseArtifactService):
         return sorted(await store.list_keys(app_name, user_id, session_id or None))
 
     @override
+    @traced("artifacts")
     async def delete_artifact(
         self,
         *,
@@ -356,6 +361,7 @@ class PostgresArtifactService(DatabaseBacked, BaseArtifactService):
         await store.delete(app_name, user_id, scope, filename)
 
     @override
+    @traced("artifacts")
     async def list_versions(
         self,
         *,
@@ -386,6 +392,7 @@ class PostgresArtifactService(DatabaseBacked, BaseArtifactService):
         )
 
     @override
+    @traced("artifacts")
     async def list_artifact_versions(
         self,
         *,
@@ -400,6 +407,7 @@ class PostgresArtifactService(DatabaseBacked, BaseArtifactService):
         return [self._artifact_version(app_name, user_id, scope, filename, r) for r in rows]
 
     @override
+    @traced("artifacts")
     async def get_artifact_version(
         self,
         *,
@@ -418,6 +426,7 @@ class PostgresArtifactService(DatabaseBacked, BaseArtifactService):
             return None
         return self._artifact_version(app_name, user_id, scope, filename, row)
 
+    @traced("artifacts")
     async def collect_garbage(self) -> int:
         """Remove the files of deleted contents that a delete could not remove (for example
         after a crash); ``content_dir`` services only. Returns how many files were removed."""

@@ -103,15 +103,15 @@ class Database:
         return await (await self.store()).migrate()
 
     def pool_status(self) -> dict[str, int]:
-        """``max_size``, ``size`` (open connections), ``available`` (idle) and ``waiting``."""
+        """The pool right now: ``max_size``, ``size`` (open connections), ``available`` (idle),
+        ``in_use`` (handed out) and ``waiting`` (callers queued for a connection)."""
         if self._store is None:
-            return {
-                "max_size": int(self._options["pool_size"]),
-                "size": 0,
-                "available": 0,
-                "waiting": 0,
-            }
-        return self._store.pool_status()
+            status = {"max_size": int(self._options["pool_size"]), "size": 0, "available": 0}
+            status["waiting"] = 0
+        else:
+            status = self._store.pool_status()
+        status["in_use"] = max(0, status["size"] - status["available"])
+        return status
 
     def describe(self) -> str:
         """Where this database points (never includes the password)."""

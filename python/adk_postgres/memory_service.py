@@ -45,6 +45,7 @@ from ._native import MemoryStore
 from ._service_base import DatabaseBacked
 from .database import Database
 from .errors import ConfigurationError, DataError
+from .telemetry import traced
 
 if TYPE_CHECKING:
     from google.adk.events.event import Event
@@ -397,6 +398,7 @@ class PostgresMemoryService(DatabaseBacked, BaseMemoryService):
         )
 
     @override
+    @traced("memory")
     async def add_session_to_memory(self, session: Session) -> None:
         """Adds (or refreshes) a session: its entries become the session's events with
         content; entries of events no longer in the session are removed, as in
@@ -416,6 +418,7 @@ class PostgresMemoryService(DatabaseBacked, BaseMemoryService):
         )
 
     @override
+    @traced("memory")
     async def add_events_to_memory(
         self,
         *,
@@ -439,6 +442,7 @@ class PostgresMemoryService(DatabaseBacked, BaseMemoryService):
         await self._upsert(app_name, user_id, entries, replace_session=None, from_events=True)
 
     @override
+    @traced("memory")
     async def add_memory(
         self,
         *,
@@ -474,6 +478,7 @@ class PostgresMemoryService(DatabaseBacked, BaseMemoryService):
         await self._upsert(app_name, user_id, entries, replace_session=None, from_events=False)
 
     @override
+    @traced("memory")
     async def delete_memory(
         self,
         *,
@@ -492,6 +497,7 @@ class PostgresMemoryService(DatabaseBacked, BaseMemoryService):
         await native.delete(app_name, user_id, memory_id)
 
     @override
+    @traced("memory")
     async def search_memory(
         self, *, app_name: str, user_id: str, query: str
     ) -> SearchMemoryResponse:
@@ -500,6 +506,7 @@ class PostgresMemoryService(DatabaseBacked, BaseMemoryService):
         )
         return SearchMemoryResponse(memories=[entry for entry, _ in scored])
 
+    @traced("memory")
     async def search_memory_with_scores(
         self,
         *,

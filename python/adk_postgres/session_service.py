@@ -28,6 +28,7 @@ from ._service_base import DatabaseBacked
 from ._session_cache import CachedHistory, SessionCache
 from .database import Database
 from .errors import ConfigurationError, DataError, IntegrityError
+from .telemetry import traced
 
 if TYPE_CHECKING:
     from ._native import SessionRow
@@ -162,6 +163,7 @@ class PostgresSessionService(DatabaseBacked, BaseSessionService):
         self._attach_database(uri, database, options)
 
     @override
+    @traced("sessions")
     async def create_session(
         self,
         *,
@@ -203,6 +205,7 @@ class PostgresSessionService(DatabaseBacked, BaseSessionService):
         return session
 
     @override
+    @traced("sessions")
     async def get_session(
         self,
         *,
@@ -305,6 +308,7 @@ class PostgresSessionService(DatabaseBacked, BaseSessionService):
         return session
 
     @override
+    @traced("sessions")
     async def list_sessions(
         self, *, app_name: str, user_id: str | None = None
     ) -> ListSessionsResponse:
@@ -326,6 +330,7 @@ class PostgresSessionService(DatabaseBacked, BaseSessionService):
         return ListSessionsResponse(sessions=sessions)
 
     @override
+    @traced("sessions")
     async def delete_session(self, *, app_name: str, user_id: str, session_id: str) -> None:
         session_id = session_id.strip() if session_id else session_id
         _check_key(app_name=app_name, user_id=user_id, session_id=session_id)
@@ -335,11 +340,13 @@ class PostgresSessionService(DatabaseBacked, BaseSessionService):
             self._cache.discard((app_name, user_id, session_id))
 
     @override
+    @traced("sessions")
     async def get_user_state(self, *, app_name: str, user_id: str) -> dict[str, Any]:
         store = await self._database.store()
         return decode_state(await store.get_user_state(app_name, user_id))
 
     @override
+    @traced("sessions")
     async def append_event(self, session: Session, event: Event) -> Event:
         if event.partial:
             return event

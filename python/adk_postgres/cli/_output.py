@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 #: Normal output (tables, results).
 console = Console()
@@ -22,4 +23,7 @@ def print_json(data: Any) -> None:
 
 def fail(message: str) -> None:
     """The one-line reason printed before a non-zero exit."""
-    err_console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    # soft_wrap: the reason stays one line whatever the terminal width (scripts grep it).
+    err_console.print(
+        f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True
+    )

@@ -73,6 +73,7 @@ def _serve(settings: Settings, command: str, args: tuple[str, ...]) -> None:
         err_console.print(
             f"adk-postgres: sessions, artifacts and memory on {settings.database().describe()}",
             highlight=False,
+            soft_wrap=True,
         )
     # ADK's click group parses the rest and runs uvicorn in this process, so the registry
     # entries above are the ones its server uses.

@@ -26,6 +26,7 @@ class Store:
         acquire_timeout: float,
         statement_cache: bool,
         application_name: str | None,
+        coalesce_appends: bool = True,
     ) -> None: ...
     def describe(self) -> str: ...
     @property

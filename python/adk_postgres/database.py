@@ -48,6 +48,9 @@ class Database:
         statement_cache: prepare each statement once per connection; turn off behind PgBouncer
             in transaction mode.
         application_name: shown in ``pg_stat_activity``.
+        coalesce_appends: let concurrent appends share one transaction and commit (each still
+            durable before it returns). Turn off behind a pooler that forbids multi-statement
+            transactions (PgBouncer in statement mode).
 
     Construction is synchronous and does not connect.
     """
@@ -62,6 +65,7 @@ class Database:
         acquire_timeout: float = 30.0,
         statement_cache: bool = True,
         application_name: str | None = "adk-postgres",
+        coalesce_appends: bool = True,
     ) -> None:
         self._options = {
             "schema": schema,
@@ -70,6 +74,7 @@ class Database:
             "acquire_timeout": acquire_timeout,
             "statement_cache": statement_cache,
             "application_name": application_name,
+            "coalesce_appends": coalesce_appends,
         }
         self._closed = False
         self._store: Store | None = None

@@ -32,6 +32,9 @@ pub struct StoreOptions {
     pub connect_timeout: Duration,
     pub acquire_timeout: Duration,
     pub statement_cache: bool,
+    /// Let concurrent appends share one transaction and commit (off behind a pooler that
+    /// forbids multi-statement transactions, e.g. PgBouncer in statement mode).
+    pub coalesce_appends: bool,
     pub schema: String,
     pub application_name: Option<String>,
 }
@@ -43,6 +46,7 @@ impl Default for StoreOptions {
             connect_timeout: Duration::from_secs(10),
             acquire_timeout: Duration::from_secs(30),
             statement_cache: true,
+            coalesce_appends: true,
             schema: "public".to_string(),
             application_name: Some("adk-postgres".to_string()),
         }

@@ -13,6 +13,7 @@
 //! * [`error`] — SQLSTATE → error kind
 
 pub mod artifacts;
+pub mod coalesce;
 pub mod codec;
 pub mod config;
 pub mod error;

@@ -304,18 +304,23 @@ impl Store {
                 Retry::Yes,
             )
             .await?;
-        if let Some(row) = row {
-            return Ok(AppendOutcome::Appended(row.get(0)));
+        match row {
+            Some(row) => Ok(AppendOutcome::Appended(row.get(0))),
+            None => self.refused_append(key, event.event_id).await,
         }
+    }
+
+    /// Why an append found no session at the expected revision: the session is gone, the
+    /// event is already stored (an earlier attempt committed), or the caller is stale.
+    pub(crate) async fn refused_append(
+        &self,
+        key: SessionKey<'_>,
+        event_id: &str,
+    ) -> Result<AppendOutcome> {
         let probe = self
             .fetch_opt(
                 &self.sql.append_probe,
-                &[
-                    &key.app_name,
-                    &key.user_id,
-                    &key.session_id,
-                    &event.event_id,
-                ],
+                &[&key.app_name, &key.user_id, &key.session_id, &event_id],
                 Retry::Yes,
             )
             .await?;

@@ -33,6 +33,10 @@ pub struct SessionSql {
     pub delete: String,
     pub append: String,
     pub append_probe: String,
+    /// Row locks a coalesced append flight takes first, each in key order (see coalesce.rs).
+    pub lock_sessions: String,
+    pub lock_app_states: String,
+    pub lock_user_states: String,
     pub revision_probe: String,
     pub get_user_state: String,
 }
@@ -139,6 +143,23 @@ impl SessionSql {
             ),
             // After a failed append: does the session exist, at which revision, and is this
             // event already stored (a retry of an append that committed)?
+            lock_sessions: format!(
+                "SELECT 1 FROM {s}.sessions
+                  WHERE (app_name, user_id, id) IN
+                        (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))
+                  ORDER BY app_name, user_id, id
+                  FOR NO KEY UPDATE"
+            ),
+            lock_app_states: format!(
+                "SELECT 1 FROM {s}.app_states WHERE app_name = ANY($1::text[])
+                  ORDER BY app_name FOR NO KEY UPDATE"
+            ),
+            lock_user_states: format!(
+                "SELECT 1 FROM {s}.user_states
+                  WHERE (app_name, user_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+                  ORDER BY app_name, user_id
+                  FOR NO KEY UPDATE"
+            ),
             append_probe: format!(
                 "SELECT s.revision,
                         (SELECT e.seq FROM {s}.events e

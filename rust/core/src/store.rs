@@ -4,15 +4,19 @@
 //! second statement, runs only when the append was refused). Statements are prepared once per
 //! connection and cached, unless `statement_cache` is off (PgBouncer in transaction mode).
 
+use std::sync::Arc;
+
 use deadpool_postgres::{Object, Pool};
 use tokio::sync::OnceCell;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
+use crate::coalesce::{Coalescer, OwnedAppend};
 use crate::config::StoreConfig;
 use crate::error::{ErrorKind, Result, StoreError};
 use crate::migrations;
 use crate::pool::{self, PoolStatus};
+use crate::sessions::AppendOutcome;
 use crate::sql::SessionSql;
 
 /// Whether a statement may be repeated after a connection failure: reads and deletes may, and
@@ -31,6 +35,8 @@ pub struct Store {
     owner_pid: u32,
     /// Schema version after the first successful migration by this store.
     migrated: OnceCell<i32>,
+    /// The queue that coalesces concurrent appends into shared commits (started on first use).
+    coalescer: std::sync::OnceLock<Coalescer>,
 }
 
 impl Store {
@@ -44,6 +50,7 @@ impl Store {
             sql,
             owner_pid: std::process::id(),
             migrated: OnceCell::new(),
+            coalescer: std::sync::OnceLock::new(),
         })
     }
 
@@ -103,6 +110,26 @@ impl Store {
             self.migrate().await?;
         }
         self.connection_unmigrated().await
+    }
+
+    /// Appends an event (see [`Store::append_event`]); with `coalesce_appends` on, concurrent
+    /// appends share commits (see `coalesce.rs`). Must run on a tokio runtime.
+    pub async fn append_event_coalesced(
+        self: &Arc<Self>,
+        append: OwnedAppend,
+    ) -> Result<AppendOutcome> {
+        self.check_process()?;
+        // Only appends to app state coalesce: every session of an app updates that one row,
+        // so they wait for each other's commits anyway. Others run alone, in parallel.
+        if !self.config.options.coalesce_appends || append.app_delta.is_none() {
+            return self
+                .append_event(append.key(), append.expected_revision, append.event())
+                .await;
+        }
+        let coalescer = self
+            .coalescer
+            .get_or_init(|| Coalescer::start(Arc::downgrade(self)));
+        coalescer.append(append).await
     }
 
     /// Runs one statement on a pooled connection. A connection found broken (the server

@@ -7,7 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use adk_postgres_core::sessions::{AppendOutcome, NewEvent, SessionData, SessionKey};
+use adk_postgres_core::coalesce::{Blob, OwnedAppend};
+use adk_postgres_core::sessions::{AppendOutcome, SessionData, SessionKey};
 use adk_postgres_core::{Store, StoreConfig, StoreError, StoreOptions};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
@@ -83,7 +84,8 @@ fn session_data_to_py(py: Python<'_>, data: Option<SessionData>) -> PyResult<Py<
 #[pymethods]
 impl PyStore {
     #[new]
-    #[pyo3(signature = (url, *, schema, pool_size, connect_timeout, acquire_timeout, statement_cache, application_name))]
+    #[pyo3(signature = (url, *, schema, pool_size, connect_timeout, acquire_timeout, statement_cache, application_name, coalesce_appends=true))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         url: &str,
         schema: String,
@@ -92,12 +94,14 @@ impl PyStore {
         acquire_timeout: f64,
         statement_cache: bool,
         application_name: Option<String>,
+        coalesce_appends: bool,
     ) -> PyResult<Self> {
         let options = StoreOptions {
             pool_size,
             connect_timeout: seconds("connect_timeout", connect_timeout)?,
             acquire_timeout: seconds("acquire_timeout", acquire_timeout)?,
             statement_cache,
+            coalesce_appends,
             schema,
             application_name,
         };
@@ -330,27 +334,24 @@ impl PyStore {
         user_delta: Option<PyBackedBytes>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let store = self.checked()?;
-        let key = Key {
+        // The `bytes` objects are kept alive by the append, not copied.
+        let blob = |b: PyBackedBytes| -> Blob { Box::new(b) };
+        let append = OwnedAppend {
             app_name,
             user_id,
             session_id,
+            expected_revision,
+            event_id,
+            invocation_id,
+            timestamp,
+            event_json: blob(event_json),
+            session_delta: session_delta.map(blob),
+            app_delta: app_delta.map(blob),
+            user_delta: user_delta.map(blob),
         };
         spawn(
             py,
-            async move {
-                let event = NewEvent {
-                    event_id: &event_id,
-                    invocation_id: &invocation_id,
-                    timestamp,
-                    event_json: &event_json,
-                    session_delta: session_delta.as_deref(),
-                    app_delta: app_delta.as_deref(),
-                    user_delta: user_delta.as_deref(),
-                };
-                store
-                    .append_event(key.borrow(), expected_revision, event)
-                    .await
-            },
+            async move { store.append_event_coalesced(append).await },
             |py, outcome| {
                 let (name, revision) = match outcome {
                     AppendOutcome::Appended(r) => ("appended", Some(r)),

@@ -282,10 +282,12 @@ async def test_cancelled_calls_leave_no_pool_slot_or_half_written_session(
     s = await svc.create_session(app_name="a", user_id="u", session_id="c")
     rng = random.Random(7)
     cancelled = stale = 0
-    for i in range(300):
+    for i in range(1000):
         fresh = await svc.get_session(app_name="a", user_id="u", session_id="c")
         assert fresh is not None
-        ev = Event(author="a", invocation_id=f"i{i}", actions=EventActions(state_delta={"n": i}))
+        # Half with app state: those go through the coalescing queue (coalesce.rs).
+        delta = {"n": i, "app:n": i} if i % 2 else {"n": i}
+        ev = Event(author="a", invocation_id=f"i{i}", actions=EventActions(state_delta=delta))
         task = asyncio.ensure_future(svc.append_event(fresh, ev))
         # Some cancelled before the statement is sent, some while it runs, some too late.
         await asyncio.sleep(rng.choice([0.0, rng.random() * 0.0005, rng.random() * 0.002]))
@@ -299,7 +301,8 @@ async def test_cancelled_calls_leave_no_pool_slot_or_half_written_session(
             # A cancelled append whose statement was already sent may still commit after the
             # next read: the next append is then correctly refused, never half-applied.
             stale += 1
-    assert cancelled > 50  # the test exercised cancellation
+    print(f"cancellations: {cancelled} of 1000 appends; refused as stale after one: {stale}")
+    assert cancelled > 200  # the test exercised cancellation
     assert stale < cancelled
     await asyncio.sleep(0.2)  # let aborted Rust futures hand their connections back
     status = svc.database.pool_status()

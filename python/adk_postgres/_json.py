@@ -16,16 +16,34 @@ from google.adk.events.event import Event
 from pydantic import TypeAdapter
 from pydantic_core import PydanticSerializationError, from_json, to_json
 
+from ._native import json_nesting_depth
 from .errors import DataError
 
 logger = logging.getLogger("adk_postgres")
 
 _EVENT_SERIALIZER = Event.__pydantic_serializer__
+
+#: Deepest nesting of objects/arrays stored. pydantic-core's JSON reader refuses more than 200
+#: levels, and events are read back inside one more array (see `decode_events`), so anything
+#: deeper could be written but never read again: it is refused up front instead.
+MAX_NESTING_DEPTH = 199
 _EVENTS_ADAPTER: TypeAdapter[list[Event]] = TypeAdapter(list[Event])
 
 
 def _unencodable(exc: Exception, what: str) -> DataError:
     return DataError(f"{what} cannot be stored as JSON: {exc}")
+
+
+def _reject_too_deep(encoded: bytes, what: str) -> None:
+    if json_nesting_depth(encoded) > MAX_NESTING_DEPTH:
+        raise DataError(
+            f"{what} nests objects/arrays more than {MAX_NESTING_DEPTH} levels deep, more than "
+            "JSON readers accept; flatten it or store it as a string"
+        )
+
+
+def _is_too_deep(exc: Exception) -> bool:
+    return "recursion" in str(exc).lower() or "maximum serialization" in str(exc).lower()
 
 
 def _reject_non_finite(encoded: bytes, value: Any, what: str) -> None:
@@ -45,7 +63,7 @@ def encode_state(state: dict[str, Any], what: str = "state") -> bytes:
     try:
         encoded = to_json(state, inf_nan_mode="constants")
     except PydanticSerializationError as exc:
-        if "surrogates not allowed" in str(exc):
+        if "surrogates not allowed" in str(exc) or _is_too_deep(exc):
             raise _unencodable(exc, what) from exc
         logger.warning(
             "Some %s values are not JSON-serializable (e.g. callables) and are stored as their "
@@ -57,6 +75,7 @@ def encode_state(state: dict[str, Any], what: str = "state") -> bytes:
         except PydanticSerializationError as exc2:
             raise _unencodable(exc2, what) from exc2
     _reject_non_finite(encoded, state, what)
+    _reject_too_deep(encoded, what)
     return encoded
 
 
@@ -64,14 +83,16 @@ def encode_event(event: Event) -> bytes:
     """Serialise an event exactly as ADK's DatabaseSessionService stores it (``exclude_none``,
     snake_case keys, bytes as base64)."""
     try:
-        return _EVENT_SERIALIZER.to_json(event, exclude_none=True)
+        encoded = _EVENT_SERIALIZER.to_json(event, exclude_none=True)
     except PydanticSerializationError as exc:
-        if "surrogates not allowed" in str(exc):
+        if "surrogates not allowed" in str(exc) or _is_too_deep(exc):
             raise _unencodable(exc, "event") from exc
         try:
-            return _EVENT_SERIALIZER.to_json(event, exclude_none=True, fallback=repr)
+            encoded = _EVENT_SERIALIZER.to_json(event, exclude_none=True, fallback=repr)
         except PydanticSerializationError as exc2:
             raise _unencodable(exc2, "event") from exc2
+    _reject_too_deep(encoded, "event")
+    return encoded
 
 
 def decode_state(data: bytes | None) -> dict[str, Any]:

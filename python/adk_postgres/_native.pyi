@@ -6,6 +6,9 @@ from pathlib import Path
 from typing import Literal
 
 SCHEMA_VERSION: int
+
+def json_nesting_depth(data: bytes) -> int: ...
+
 __version__: str
 
 AppendOutcome = Literal["appended", "already_stored", "stale", "not_found"]

@@ -87,7 +87,10 @@ def run(argv: list[str] | None = None) -> None:
     from . import serve  # noqa: F401
 
     try:
-        main.main(args=argv, prog_name="adk-postgres", standalone_mode=False)
+        # Without standalone mode click returns the code of `ctx.exit(n)` instead of exiting.
+        status = main.main(args=argv, prog_name="adk-postgres", standalone_mode=False)
+        if isinstance(status, int) and status != 0:
+            sys.exit(status)
     except click.exceptions.Abort:
         fail("aborted")
         sys.exit(EXIT_FAILURE)

@@ -81,6 +81,28 @@ pub fn keep_floats_for_jsonb(json: &[u8]) -> Cow<'_, [u8]> {
     }
 }
 
+/// How deeply objects and arrays nest in `json` (0 for a scalar). JSON readers bound this
+/// (pydantic-core stops at 200), so deeper values are refused before they are stored.
+pub fn nesting_depth(json: &[u8]) -> usize {
+    let (mut depth, mut deepest, mut i) = (0usize, 0usize, 0usize);
+    while i < json.len() {
+        match json[i] {
+            b'"' => {
+                i = skip_string(json, i + 1);
+                continue;
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    deepest
+}
+
 /// Index just past the closing quote of a string whose body starts at `i`.
 fn skip_string(json: &[u8], mut i: usize) -> usize {
     while i < json.len() {
@@ -160,6 +182,14 @@ pub fn decode<'a>(ty: &Type, raw: &'a [u8]) -> Result<&'a [u8], BoxError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nesting_depth_counts_containers_outside_strings() {
+        assert_eq!(nesting_depth(b"1"), 0);
+        assert_eq!(nesting_depth(br#"{"a": [1, {"b": []}]}"#), 3);
+        assert_eq!(nesting_depth(br#"{"a": "[[[{{{\"[["}"#), 1);
+        assert_eq!(nesting_depth(br#"[[], [[]], []]"#), 3);
+    }
 
     #[test]
     fn jsonb_gets_version_byte_json_does_not() {

@@ -82,6 +82,8 @@ pub fn kind_for_sqlstate(code: &str) -> ErrorKind {
         _ => match &code[..2.min(code.len())] {
             "08" | "28" => ErrorKind::Connection,
             "22" => ErrorKind::Data,
+            // program_limit_exceeded: e.g. a jsonb string over 256 MiB
+            "54" => ErrorKind::Data,
             "23" => ErrorKind::Integrity,
             "40" => ErrorKind::Serialization,
             "42" | "3F" => ErrorKind::Schema,

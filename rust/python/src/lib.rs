@@ -11,12 +11,19 @@ mod store;
 
 use pyo3::prelude::*;
 
+/// How deeply objects and arrays nest in JSON text (0 for a scalar); strings are skipped.
+#[pyfunction]
+fn json_nesting_depth(data: &[u8]) -> usize {
+    adk_postgres_core::codec::nesting_depth(data)
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<runtime::Bridge>()?;
     m.add_class::<store::PyStore>()?;
     m.add_class::<artifacts::PyArtifactStore>()?;
     m.add_class::<memory::PyMemoryStore>()?;
+    m.add_function(wrap_pyfunction!(json_nesting_depth, m)?)?;
     m.add(
         "SCHEMA_VERSION",
         adk_postgres_core::migrations::latest_version(),

@@ -22,4 +22,7 @@ def print_json(data: Any) -> None:
 
 def fail(message: str) -> None:
     """The one-line reason printed before a non-zero exit."""
-    err_console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    # soft_wrap: one line however narrow the terminal (rich would wrap at its width).
+    err_console.print(
+        f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True
+    )

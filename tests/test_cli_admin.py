@@ -634,3 +634,46 @@ async def test_orphaned_contents_and_content_files(
     assert (unlinked.json()["files"], unlinked.json()["files_queued"]) == (1, 0)
     left = [p for p in content_dir.rglob("*") if p.is_file()]
     assert left == [p for p in stored if p.name == hashlib.sha256(b"keep" * 100).hexdigest()]
+
+
+async def test_prune_while_agents_append_neither_blocks_nor_breaks_them(
+    base: list[str], services, schema_name: str, pg_url: str
+) -> None:
+    """Appenders keep going during a batched prune: none fails, none loses an event newer
+    than what the prune keeps."""
+    sessions, _, _ = services
+    held = []
+    for i in range(6):
+        s = await sessions.create_session(app_name="a", user_id="u", session_id=f"s{i}")
+        await add_events(sessions, s, 10)
+        held.append(s)
+    stop = asyncio.Event()
+    appended: dict[str, list[str]] = {s.id: [] for s in held}
+
+    async def agent(session) -> None:
+        n = 0
+        while not stop.is_set():
+            event = Event(author="agent", invocation_id=f"live-{n}", timestamp=1_750_000_000.0 + n)
+            await sessions.append_event(session, event)
+            appended[session.id].append(event.id)
+            n += 1
+            await asyncio.sleep(0)
+
+    tasks = [asyncio.create_task(agent(s)) for s in held]
+    await asyncio.sleep(0.2)
+    result = await cli(*base, "prune", "--keep-events", "5", "--batch-size", "2")
+    stop.set()
+    await asyncio.gather(*tasks)  # any StaleSessionError or timeout would surface here
+    assert result.exit_code == 0, result.output
+
+    cold = PostgresSessionService(pg_url, schema=schema_name, cache_bytes=0)
+    try:
+        for s in held:
+            stored = await cold.get_session(app_name="a", user_id="u", session_id=s.id)
+            ids = [e.id for e in stored.events]
+            assert ids[-1] == appended[s.id][-1]
+            # Whatever was appended after the prune passed this session is all there, in order.
+            tail = appended[s.id][-min(5, len(appended[s.id])) :]
+            assert ids[-len(tail) :] == tail
+    finally:
+        await cold.close()

@@ -47,14 +47,18 @@ def _size(n: int) -> str:
     raise AssertionError("unreachable")
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> None:
-    """A plain, aligned table: first column left, the others right."""
+def _table(header: list[str], rows: list[list[Any]], align: str = "") -> None:
+    """A plain, aligned table. ``align`` has one letter per column, ``l`` or ``r``; by
+    default the first column is left-aligned and the others (numbers) right-aligned."""
+    align = align or "l" + "r" * (len(header) - 1)
     cells = [header] + [[str(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     for row in cells:
-        first = row[0].ljust(widths[0])
-        rest = "  ".join(c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True))
-        _say(f"{first}  {rest}".rstrip())
+        line = "  ".join(
+            c.ljust(w) if a == "l" else c.rjust(w)
+            for c, w, a in zip(row, widths, align, strict=True)
+        )
+        _say(line.rstrip())
 
 
 def _admin(settings: Settings) -> Admin:
@@ -69,6 +73,7 @@ def _print_status(status: MigrationStatus) -> None:
         ["version", "name", "applied at"],
         [[m.version, m.name, m.applied_at or "(not recorded)"] for m in status.applied]
         + [[m.version, m.name, "pending"] for m in status.pending],
+        align="rll",
     )
     _say()
     if status.current > status.latest:

@@ -691,6 +691,47 @@ fn connect_advice(failure: ConnectFailure, t: &Target) -> String {
     }
 }
 
+/// The schema check: current, pending migrations, or newer than this build.
+fn schema_check(schema: &str, status: &MigrationStatus) -> Check {
+    if status.current > status.latest {
+        Check::new(
+            "schema",
+            CheckStatus::Fail,
+            format!(
+                "schema {schema:?} is at version {}, newer than this adk-postgres ({})",
+                status.current, status.latest
+            ),
+        )
+        .advise("upgrade adk-postgres to the version that migrated this schema")
+    } else if !status.pending.is_empty() {
+        let names: Vec<String> = status
+            .pending
+            .iter()
+            .map(|(v, n)| format!("{v} {n}"))
+            .collect();
+        Check::new(
+            "schema",
+            CheckStatus::Fail,
+            format!(
+                "schema {schema:?} is at version {} of {}; pending: {}",
+                status.current,
+                status.latest,
+                names.join(", ")
+            ),
+        )
+        .advise("run `adk-postgres migrate` (with a role that may create in the schema)")
+    } else {
+        Check::new(
+            "schema",
+            CheckStatus::Ok,
+            format!(
+                "schema {schema:?} is at version {} (current)",
+                status.current
+            ),
+        )
+    }
+}
+
 fn millis(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1000.0
 }
@@ -910,45 +951,26 @@ impl Store {
         report.checks.push(pool_check);
 
         // Schema version and privileges.
-        let status = read_migration_status(&client, &sql, schema).await?;
-        let pending = !status.pending.is_empty();
-        report.checks.push(if status.current > status.latest {
-            Check::new(
-                "schema",
-                CheckStatus::Fail,
-                format!(
-                    "schema {schema:?} is at version {}, newer than this adk-postgres ({})",
-                    status.current, status.latest
-                ),
-            )
-            .advise("upgrade adk-postgres to the version that migrated this schema")
-        } else if pending {
-            let names: Vec<String> = status
-                .pending
-                .iter()
-                .map(|(v, n)| format!("{v} {n}"))
-                .collect();
-            Check::new(
-                "schema",
-                CheckStatus::Fail,
-                format!(
-                    "schema {schema:?} is at version {} of {}; pending: {}",
-                    status.current,
-                    status.latest,
-                    names.join(", ")
-                ),
-            )
-            .advise("run `adk-postgres migrate` (with a role that may create in the schema)")
-        } else {
-            Check::new(
-                "schema",
-                CheckStatus::Ok,
-                format!(
-                    "schema {schema:?} is at version {} (current)",
-                    status.current
-                ),
-            )
-        });
+        // A role without USAGE on the schema cannot even read the version: report, go on.
+        let status = match read_migration_status(&client, &sql, schema).await {
+            Ok(status) => Some(status),
+            Err(err) if err.kind == ErrorKind::Privilege => {
+                report.checks.push(
+                    Check::new(
+                        "schema",
+                        CheckStatus::Fail,
+                        format!("cannot read the schema version of {schema:?}: {err}"),
+                    )
+                    .advise("grant the role access to the schema (see the privileges check)"),
+                );
+                None
+            }
+            Err(err) => return Err(err),
+        };
+        let pending = status.as_ref().is_some_and(|s| !s.pending.is_empty());
+        if let Some(status) = &status {
+            report.checks.push(schema_check(schema, status));
+        }
         let tables: Vec<&str> = DATA_TABLES.to_vec();
         let row = client
             .query_one(
@@ -1018,7 +1040,7 @@ impl Store {
                 ),
                 )
             });
-        report.migrations = Some(status);
+        report.migrations = status;
         Ok(report)
     }
 }

@@ -677,3 +677,11 @@ async def test_prune_while_agents_append_neither_blocks_nor_breaks_them(
             assert ids[-len(tail) :] == tail
     finally:
         await cold.close()
+
+
+async def test_prune_help_documents_the_revision_choice() -> None:
+    result = await cli("prune", "--help")
+    assert result.exit_code == 0
+    text = " ".join(result.stdout.split())
+    assert "does NOT change the session's revision" in text
+    assert "warm cache" in text

@@ -90,7 +90,7 @@ def _print_status(status: MigrationStatus) -> None:
         _say(f"schema {status.schema!r} is at version {status.current} (up to date)")
 
 
-@main.command("migrate")
+@main.command("migrate", short_help="Create or upgrade the tables (--status: list them).")
 @click.option(
     "--status",
     "status_only",
@@ -131,7 +131,7 @@ def migrate_command(settings: Settings, status_only: bool, as_json: bool) -> Non
 _MARKS = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
 
 
-@main.command("doctor")
+@main.command("doctor", short_help="Check connectivity, server, TLS, extensions, schema, rights.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_obj
 def doctor_command(settings: Settings, as_json: bool) -> None:
@@ -165,7 +165,7 @@ def doctor_command(settings: Settings, as_json: bool) -> None:
 # --- stats -----------------------------------------------------------------------------------
 
 
-@main.command("stats")
+@main.command("stats", short_help="Counts per app and in total; table sizes.")
 @click.option("--app", "app_name", metavar="NAME", help="Only this app.")
 @click.option("--json", "as_json", is_flag=True, help="Print the numbers as JSON.")
 @click.pass_obj
@@ -301,13 +301,11 @@ def prune_command(
     each one transaction (a crash leaves consistent data), skipping rows a writer holds, so
     running agents wait at most for one batch.
 
-    \b
-    --keep-events keeps exactly what num_recent_events=N reads (same order), and does NOT
-    change the session's revision: agents holding a session keep appending without a stale-
-    session error. Processes that already read a session keep its pruned events in their
-    warm cache (and in full reads) until the entry is evicted or they restart.
+    --keep-events keeps exactly what num_recent_events=N reads (same order) and does NOT
+    change the session's revision: agents holding a session keep appending without a
+    StaleSessionError. Processes that already read a session keep its pruned events in
+    their warm cache (and in full reads) until the entry is evicted or they restart.
 
-    \b
     --orphaned-artifacts treats session-scoped artifacts as orphaned when their session is
     not in this schema: run it only where sessions and artifacts share the schema. Contents
     no version uses are swept only without --app (contents are shared between apps).

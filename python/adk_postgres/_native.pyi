@@ -189,3 +189,35 @@ class MemoryStore:
         min_score: float,
         vector: bytes | None = None,
     ) -> Awaitable[list[MemoryHitRow]]: ...
+
+# --- Operations (rust/python/src/admin.rs): plain dicts, turned into dataclasses by
+# adk_postgres.admin.
+
+class AdminStore:
+    """Migration status, doctor, stats and prune on a Store's pool and schema."""
+
+    def __init__(self, store: Store) -> None: ...
+    # {"schema", "current", "latest", "applied": [(version, name, applied_at)],
+    #  "pending": [(version, name)]}
+    def migration_status(self) -> Awaitable[dict[str, object]]: ...
+    # {"target", "checks": [(name, status, detail, advice)], "connect_ms", "round_trip_ms",
+    #  "server_version", "user", "superuser", "tls", "extensions": [(name, available,
+    #  installed)], "pool", "migrations", "can_create"}
+    def doctor(self) -> Awaitable[dict[str, object]]: ...
+    # {"apps": [(app, users, sessions, events, files, versions, bytes, memories)], "totals",
+    #  "artifact_contents", "stored_contents", "stored_content_bytes",
+    #  "tables": [(name, bytes, rows_estimate)]}
+    def stats(self, app_name: str | None = None) -> Awaitable[dict[str, object]]: ...
+    # {"dry_run", "cutoff", "apps": [(app, sessions, session_events, events, files, versions)],
+    #  "contents", "content_bytes", "files", "files_queued", "batches"}
+    def prune(
+        self,
+        *,
+        app_name: str | None = None,
+        idle_for: float | None = None,
+        keep_events: int | None = None,
+        orphaned_artifacts: bool = False,
+        content_dir: str | None = None,
+        dry_run: bool = False,
+        batch_size: int = 1000,
+    ) -> Awaitable[dict[str, object]]: ...

@@ -12,6 +12,7 @@
 //! * [`store`] / [`sessions`] — the operations
 //! * [`error`] — SQLSTATE → error kind
 
+pub mod admin;
 pub mod artifacts;
 pub mod coalesce;
 pub mod codec;

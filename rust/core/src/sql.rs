@@ -188,7 +188,8 @@ impl SessionSql {
 
 /// Event order, newest first, as the `idx_events_session_order` index stores it: ADK's
 /// microsecond timestamp, then the exact float time (NULL for events ADK wrote), then id.
-const NEWEST_FIRST: &str = "ORDER BY e.\"timestamp\" DESC, e.event_ts DESC NULLS LAST, e.id DESC";
+pub(crate) const NEWEST_FIRST: &str =
+    "ORDER BY e.\"timestamp\" DESC, e.event_ts DESC NULLS LAST, e.id DESC";
 
 /// One selection of a session's events as rows of kind 3 (see [`read_sql`]).
 fn events_where(s: &str, condition: &str, order_and_limit: &str) -> String {

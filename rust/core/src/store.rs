@@ -96,7 +96,7 @@ impl Store {
         Ok(*version)
     }
 
-    async fn connection_unmigrated(&self) -> Result<Object> {
+    pub(crate) async fn connection_unmigrated(&self) -> Result<Object> {
         if self.pool.is_closed() {
             return Err(StoreError::new(ErrorKind::Closed, "the store is closed"));
         }

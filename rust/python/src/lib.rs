@@ -3,6 +3,7 @@
 //! Only argument conversion, error mapping and the asyncio bridge live here; see `rust/core`
 //! for the store.
 
+mod admin;
 mod artifacts;
 mod errors;
 mod memory;
@@ -23,6 +24,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<store::PyStore>()?;
     m.add_class::<artifacts::PyArtifactStore>()?;
     m.add_class::<memory::PyMemoryStore>()?;
+    m.add_class::<admin::PyAdminStore>()?;
     m.add_function(wrap_pyfunction!(json_nesting_depth, m)?)?;
     m.add(
         "SCHEMA_VERSION",

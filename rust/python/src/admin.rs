@@ -1,0 +1,217 @@
+//! `adk_postgres._native.AdminStore`: argument conversion around the operations of
+//! `adk_postgres_core::admin` (migration status, doctor, stats, prune).
+//!
+//! Built from a `Store` (`AdminStore(store)`), sharing its pool. Results come back as plain
+//! dicts and lists; `adk_postgres.admin` turns them into dataclasses.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use adk_postgres_core::admin::{
+    AppPruned, AppStats, DoctorReport, MigrationStatus, PruneOptions, PruneReport, Stats,
+};
+use adk_postgres_core::Store;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+use crate::runtime::spawn;
+use crate::store::PyStore;
+
+#[pyclass(module = "adk_postgres._native", name = "AdminStore", frozen)]
+pub struct PyAdminStore {
+    store: Py<PyStore>,
+}
+
+impl PyAdminStore {
+    fn checked(&self) -> PyResult<Arc<Store>> {
+        self.store.get().checked()
+    }
+}
+
+fn migrations_to_py<'py>(py: Python<'py>, m: &MigrationStatus) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("schema", &m.schema)?;
+    d.set_item("current", m.current)?;
+    d.set_item("latest", m.latest)?;
+    let applied = PyList::empty(py);
+    for a in &m.applied {
+        applied.append((a.version, a.name.as_str(), a.applied_at.as_deref()))?;
+    }
+    d.set_item("applied", applied)?;
+    d.set_item("pending", PyList::new(py, &m.pending)?)?;
+    Ok(d)
+}
+
+fn doctor_to_py<'py>(py: Python<'py>, r: &DoctorReport) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("target", &r.target)?;
+    let checks = PyList::empty(py);
+    for c in &r.checks {
+        checks.append((
+            c.name,
+            c.status.as_str(),
+            c.detail.as_str(),
+            c.advice.as_deref(),
+        ))?;
+    }
+    d.set_item("checks", checks)?;
+    d.set_item("connect_ms", r.connect_ms)?;
+    d.set_item("round_trip_ms", r.round_trip_ms)?;
+    d.set_item("server_version", r.server_version.as_deref())?;
+    d.set_item("user", r.user.as_deref())?;
+    d.set_item("superuser", r.superuser)?;
+    d.set_item("tls", r.tls.as_deref())?;
+    let extensions = PyList::empty(py);
+    for e in &r.extensions {
+        extensions.append((
+            e.name.as_str(),
+            e.available.as_deref(),
+            e.installed.as_deref(),
+        ))?;
+    }
+    d.set_item("extensions", extensions)?;
+    match &r.pool {
+        Some(p) => {
+            let pool = PyDict::new(py);
+            pool.set_item("max_size", p.status.max_size)?;
+            pool.set_item("size", p.status.size)?;
+            pool.set_item("available", p.status.available)?;
+            pool.set_item("waiting", p.status.waiting)?;
+            pool.set_item("connect_timeout", p.connect_timeout_s)?;
+            pool.set_item("acquire_timeout", p.acquire_timeout_s)?;
+            pool.set_item("statement_cache", p.statement_cache)?;
+            d.set_item("pool", pool)?;
+        }
+        None => d.set_item("pool", py.None())?,
+    }
+    match &r.migrations {
+        Some(m) => d.set_item("migrations", migrations_to_py(py, m)?)?,
+        None => d.set_item("migrations", py.None())?,
+    }
+    d.set_item("can_create", r.can_create)?;
+    Ok(d)
+}
+
+/// `(app_name, users, sessions, events, artifact_files, artifact_versions, artifact_bytes,
+/// memory_entries)`
+fn app_stats_tuple(a: &AppStats) -> (&str, i64, i64, i64, i64, i64, i64, i64) {
+    (
+        a.app_name.as_str(),
+        a.users,
+        a.sessions,
+        a.events,
+        a.artifact_files,
+        a.artifact_versions,
+        a.artifact_bytes,
+        a.memory_entries,
+    )
+}
+
+fn stats_to_py<'py>(py: Python<'py>, s: &Stats) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("apps", PyList::new(py, s.apps.iter().map(app_stats_tuple))?)?;
+    d.set_item("totals", app_stats_tuple(&s.totals))?;
+    d.set_item("artifact_contents", s.artifact_contents)?;
+    d.set_item("stored_contents", s.stored_contents)?;
+    d.set_item("stored_content_bytes", s.stored_content_bytes)?;
+    let tables = PyList::empty(py);
+    for t in &s.tables {
+        tables.append((t.name.as_str(), t.bytes, t.rows_estimate))?;
+    }
+    d.set_item("tables", tables)?;
+    Ok(d)
+}
+
+/// `(app_name, sessions, session_events, events, artifact_files, artifact_versions)`
+fn app_pruned_tuple(a: &AppPruned) -> (&str, i64, i64, i64, i64, i64) {
+    (
+        a.app_name.as_str(),
+        a.sessions,
+        a.session_events,
+        a.events,
+        a.artifact_files,
+        a.artifact_versions,
+    )
+}
+
+fn prune_to_py<'py>(py: Python<'py>, r: &PruneReport) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("dry_run", r.dry_run)?;
+    d.set_item("cutoff", r.cutoff)?;
+    d.set_item(
+        "apps",
+        PyList::new(py, r.apps.iter().map(app_pruned_tuple))?,
+    )?;
+    d.set_item("contents", r.contents)?;
+    d.set_item("content_bytes", r.content_bytes)?;
+    d.set_item("files", r.files)?;
+    d.set_item("files_queued", r.files_queued)?;
+    d.set_item("batches", r.batches)?;
+    Ok(d)
+}
+
+#[pymethods]
+impl PyAdminStore {
+    #[new]
+    fn new(store: Bound<'_, PyStore>) -> Self {
+        PyAdminStore {
+            store: store.unbind(),
+        }
+    }
+
+    /// Applied and pending migrations; changes nothing.
+    fn migration_status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let store = self.checked()?;
+        spawn(
+            py,
+            async move { store.migration_status().await },
+            |py, m| Ok(migrations_to_py(py, &m)?.into_any().unbind()),
+        )
+    }
+
+    /// Every health check; failures are in the report, not raised.
+    fn doctor<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let store = self.checked()?;
+        spawn(py, async move { store.doctor().await }, |py, r| {
+            Ok(doctor_to_py(py, &r)?.into_any().unbind())
+        })
+    }
+
+    #[pyo3(signature = (app_name=None))]
+    fn stats<'py>(&self, py: Python<'py>, app_name: Option<String>) -> PyResult<Bound<'py, PyAny>> {
+        let store = self.checked()?;
+        spawn(
+            py,
+            async move { store.stats(app_name.as_deref()).await },
+            |py, s| Ok(stats_to_py(py, &s)?.into_any().unbind()),
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (*, app_name=None, idle_for=None, keep_events=None, orphaned_artifacts=false, content_dir=None, dry_run=false, batch_size=adk_postgres_core::admin::DEFAULT_BATCH_SIZE))]
+    fn prune<'py>(
+        &self,
+        py: Python<'py>,
+        app_name: Option<String>,
+        idle_for: Option<f64>,
+        keep_events: Option<i64>,
+        orphaned_artifacts: bool,
+        content_dir: Option<PathBuf>,
+        dry_run: bool,
+        batch_size: i64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let store = self.checked()?;
+        let options = PruneOptions {
+            app_name,
+            idle_for_s: idle_for,
+            keep_events,
+            orphaned_artifacts,
+            content_dir,
+            dry_run,
+            batch_size,
+        };
+        spawn(py, async move { store.prune(&options).await }, |py, r| {
+            Ok(prune_to_py(py, &r)?.into_any().unbind())
+        })
+    }
+}

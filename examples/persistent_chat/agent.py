@@ -1,0 +1,122 @@
+"""A note-taking chat whose memory survives restarts: session state, ``user:`` state, an
+artifact and a memory search, all stored by adk-postgres.
+
+Say ``remember <a fact>`` to store a note (session state ``notes``, user state
+``user:notes_total``, and the artifact ``notes.md``), and ``recall <words>`` to search what
+earlier sessions of the same user were about (ADK memory, filled after every turn by
+``after_agent_callback``). Offline by default with a deterministic local model; with
+``GOOGLE_API_KEY`` set it uses Gemini.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from google.adk.agents import LlmAgent
+from google.adk.agents.callback_context import CallbackContext
+from google.adk.models.base_llm import BaseLlm
+from google.adk.models.llm_request import LlmRequest
+from google.adk.models.llm_response import LlmResponse
+from google.adk.tools import ToolContext
+from google.genai import types
+
+NOTES_ARTIFACT = "notes.md"
+
+
+async def remember(fact: str, tool_context: ToolContext) -> dict[str, Any]:
+    """Stores a note for this conversation and the user's notes file.
+
+    Args:
+      fact: The thing to remember.
+    """
+    notes = [*tool_context.state.get("notes", []), fact]
+    tool_context.state["notes"] = notes
+    total = tool_context.state.get("user:notes_total", 0) + 1
+    tool_context.state["user:notes_total"] = total
+    text = "\n".join(f"- {note}" for note in notes) + "\n"
+    version = await tool_context.save_artifact(
+        NOTES_ARTIFACT, types.Part.from_bytes(data=text.encode(), mime_type="text/markdown")
+    )
+    return {"notes": notes, "notes_total": total, "artifact_version": version}
+
+
+async def recall(query: str, tool_context: ToolContext) -> dict[str, Any]:
+    """Searches the user's earlier conversations.
+
+    Args:
+      query: Words to look for.
+    """
+    found = await tool_context.search_memory(query)
+    texts = [
+        part.text
+        for memory in found.memories
+        if memory.content and memory.content.parts
+        for part in memory.content.parts
+        if part.text
+    ]
+    return {"query": query, "matches": texts[:5]}
+
+
+async def add_turn_to_memory(callback_context: CallbackContext) -> None:
+    """After each turn, the session goes to ADK memory (upserted by event id)."""
+    await callback_context.add_session_to_memory()
+
+
+class OfflineChatModel(BaseLlm):
+    """Deterministic stand-in for a model: ``remember …`` and ``recall …`` call the tools."""
+
+    model: str = "offline-chat"
+
+    async def generate_content_async(
+        self, llm_request: LlmRequest, stream: bool = False
+    ) -> AsyncGenerator[LlmResponse, None]:
+        parts = (llm_request.contents[-1].parts or []) if llm_request.contents else []
+        result = next((p.function_response for p in parts if p.function_response), None)
+        if result is not None:
+            yield _say(_summarise(result.name or "", result.response or {}))
+            return
+        text = " ".join(p.text for p in parts if p.text).strip()
+        verb, _, rest = text.partition(" ")
+        if verb.lower() == "remember" and rest:
+            yield _call("remember", fact=rest)
+        elif verb.lower() == "recall" and rest:
+            yield _call("recall", query=rest)
+        else:
+            yield _say("Say 'remember <something>' or 'recall <words>'.")
+
+
+def _summarise(tool: str, response: dict[str, Any]) -> str:
+    if tool == "remember":
+        return (
+            f"Noted ({len(response.get('notes', []))} in this chat, "
+            f"{response.get('notes_total')} in all; {NOTES_ARTIFACT} "
+            f"v{response.get('artifact_version')})."
+        )
+    matches = response.get("matches") or []
+    if not matches:
+        return f"I found nothing about {response.get('query')!r}."
+    return "I remember: " + " | ".join(matches)
+
+
+def _call(name: str, **args: str) -> LlmResponse:
+    call = types.FunctionCall(name=name, args=args)
+    return LlmResponse(content=types.Content(role="model", parts=[types.Part(function_call=call)]))
+
+
+def _say(text: str) -> LlmResponse:
+    return LlmResponse(content=types.Content(role="model", parts=[types.Part(text=text)]))
+
+
+root_agent = LlmAgent(
+    name="persistent_chat",
+    model="gemini-2.5-flash" if os.environ.get("GOOGLE_API_KEY") else OfflineChatModel(),
+    description="Takes notes and recalls earlier conversations; everything lives in PostgreSQL.",
+    instruction=(
+        "When the user says 'remember X', call remember(fact=X). When they ask what you know "
+        "or say 'recall X', call recall(query=X). Answer in one short sentence."
+    ),
+    tools=[remember, recall],
+    after_agent_callback=add_turn_to_memory,
+)

@@ -1,0 +1,151 @@
+"""End to end: `adk-postgres api_server` with the example agents, driven over HTTP, restarted,
+and everything the agents stored (sessions, events, state, artifacts, memory) still there."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+CLI = Path(sys.executable).with_name("adk-postgres")
+APP = "persistent_chat"
+USER = "alice"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def api_server(pg_url: str, schema: str) -> Iterator[httpx.Client]:
+    """A running `adk-postgres api_server` on a free port; stopped with SIGTERM afterwards."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "GOOGLE_API_KEY"}  # offline models
+    process = subprocess.Popen(
+        [
+            str(CLI),
+            "-d",
+            pg_url,
+            "--schema",
+            schema,
+            "api_server",
+            "--port",
+            str(port),
+            str(EXAMPLES),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"api_server exited early:\n{process.stdout.read()}")
+            try:
+                if client.get("/list-apps").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("api_server did not become ready in 90 s")
+            time.sleep(0.3)
+        yield client
+    finally:
+        client.close()
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        output = process.stdout.read() if process.stdout else ""
+        assert "Traceback" not in output, output
+
+
+def _run(client: httpx.Client, session_id: str, text: str) -> list[dict]:
+    response = client.post(
+        "/run",
+        json={
+            "appName": APP,
+            "userId": USER,
+            "sessionId": session_id,
+            "newMessage": {"role": "user", "parts": [{"text": text}]},
+        },
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _texts(events: list[dict]) -> list[str]:
+    return [
+        p["text"] for e in events for p in (e.get("content") or {}).get("parts", []) if "text" in p
+    ]
+
+
+def test_api_server_keeps_everything_across_a_restart(pg_url: str, schema_name: str) -> None:
+    with api_server(pg_url, schema_name) as client:
+        assert client.get("/list-apps").json() == ["basic_agent", "persistent_chat"]
+        created = client.post(
+            f"/apps/{APP}/users/{USER}/sessions", json={"state": {"topic": "home"}}
+        )
+        assert created.status_code == 200, created.text
+        session_id = created.json()["id"]
+        first = _run(client, session_id, "remember the blue door code is 4411")
+        assert _texts(first)[-1] == "Noted (1 in this chat, 1 in all; notes.md v0)."
+        second = _run(client, session_id, "remember the plants need water on Fridays")
+        assert _texts(second)[-1] == "Noted (2 in this chat, 2 in all; notes.md v1)."
+        before = client.get(f"/apps/{APP}/users/{USER}/sessions/{session_id}").json()
+        listed = client.get(f"/apps/{APP}/users/{USER}/sessions").json()
+        assert [s["id"] for s in listed] == [session_id]
+
+        converter = client.post(f"/apps/basic_agent/users/{USER}/sessions", json={}).json()
+        reply = client.post(
+            "/run",
+            json={
+                "appName": "basic_agent",
+                "userId": USER,
+                "sessionId": converter["id"],
+                "newMessage": {"role": "user", "parts": [{"text": "convert 100"}]},
+            },
+        ).json()
+        assert _texts(reply)[-1] == "100.0 °C is 212.0 °F."
+
+    with api_server(pg_url, schema_name) as client:
+        after = client.get(f"/apps/{APP}/users/{USER}/sessions/{session_id}").json()
+        assert [e["id"] for e in after["events"]] == [e["id"] for e in before["events"]]
+        assert len(after["events"]) == 8  # 2 turns × (user, call, response, reply)
+        assert after["state"]["notes"] == [
+            "the blue door code is 4411",
+            "the plants need water on Fridays",
+        ]
+        assert after["state"]["user:notes_total"] == 2
+        assert after["state"]["topic"] == "home"
+        artifacts = client.get(f"/apps/{APP}/users/{USER}/sessions/{session_id}/artifacts").json()
+        assert artifacts == ["notes.md"]
+        versions = client.get(
+            f"/apps/{APP}/users/{USER}/sessions/{session_id}/artifacts/notes.md/versions"
+        ).json()
+        assert versions == [0, 1]
+
+        # A new conversation of the same user recalls the old one through ADK memory.
+        fresh = client.post(f"/apps/{APP}/users/{USER}/sessions", json={}).json()
+        recalled = _run(client, fresh["id"], "recall door code")
+        assert "the blue door code is 4411" in _texts(recalled)[-1]
+        assert fresh["state"] == {"user:notes_total": 2}
+        sessions = client.get(f"/apps/{APP}/users/{USER}/sessions").json()
+        assert {s["id"] for s in sessions} == {session_id, fresh["id"]}

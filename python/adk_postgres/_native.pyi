@@ -79,6 +79,18 @@ class Store:
         app_delta: bytes | None,
         user_delta: bytes | None,
     ) -> Awaitable[tuple[AppendOutcome, int | None]]: ...
+    def write_transferred_session(
+        self,
+        app_name: str,
+        user_id: str,
+        session_id: str,
+        state: bytes,
+        create_time: float,
+        update_time: float,
+        events: list[tuple[str, str, float, bytes]],
+        app_state: bytes | None = None,
+        user_state: bytes | None = None,
+    ) -> Awaitable[tuple[bool, int, int, bool]]: ...
     def session_revision(
         self, app_name: str, user_id: str, session_id: str
     ) -> Awaitable[tuple[int, float, str | None] | None]: ...

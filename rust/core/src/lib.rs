@@ -25,6 +25,7 @@ pub mod sessions;
 pub mod sql;
 pub mod store;
 pub mod tls;
+pub mod transfer;
 
 pub use config::{StoreConfig, StoreOptions};
 pub use error::{ErrorKind, Result, StoreError};

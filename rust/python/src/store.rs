@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use adk_postgres_core::coalesce::{Blob, OwnedAppend};
 use adk_postgres_core::sessions::{AppendOutcome, SessionData, SessionKey};
+use adk_postgres_core::transfer::{TransferEvent, TransferSession, TransferSql};
 use adk_postgres_core::{Store, StoreConfig, StoreError, StoreOptions};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
@@ -360,6 +361,59 @@ impl PyStore {
                     AppendOutcome::SessionNotFound => ("not_found", None),
                 };
                 Ok((name, revision).into_pyobject(py)?.into_any().unbind())
+            },
+        )
+    }
+
+    /// Copies one whole session (import/restore): `events` are
+    /// `(id, invocation_id, timestamp, json)`. Resolves to
+    /// `(created, events_added, events_present, state_taken)`.
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (app_name, user_id, session_id, state, create_time, update_time, events, app_state=None, user_state=None))]
+    fn write_transferred_session<'py>(
+        &self,
+        py: Python<'py>,
+        app_name: String,
+        user_id: String,
+        session_id: String,
+        state: Vec<u8>,
+        create_time: f64,
+        update_time: f64,
+        events: Vec<(String, String, f64, Vec<u8>)>,
+        app_state: Option<Vec<u8>>,
+        user_state: Option<Vec<u8>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let store = self.checked()?;
+        let session = TransferSession {
+            app_name,
+            user_id,
+            session_id,
+            state,
+            create_time,
+            update_time,
+            events: events
+                .into_iter()
+                .map(|(id, invocation_id, timestamp, json)| TransferEvent {
+                    id,
+                    invocation_id,
+                    timestamp,
+                    json,
+                })
+                .collect(),
+            app_state,
+            user_state,
+        };
+        spawn(
+            py,
+            async move {
+                let sql = TransferSql::new(&store.config().options.schema);
+                store.write_transferred_session(&sql, &session).await
+            },
+            |py, o| {
+                Ok((o.created, o.events_added, o.events_present, o.state_taken)
+                    .into_pyobject(py)?
+                    .into_any()
+                    .unbind())
             },
         )
     }

@@ -1,0 +1,81 @@
+"""One ADK `Session` (or its exported form) → one bulk write of the whole session."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from google.adk.events.event import Event
+from google.adk.sessions.session import Session
+from google.adk.sessions.state import State
+
+from .._json import encode_event, encode_state
+from .._native import Store
+
+
+@dataclass(frozen=True)
+class WriteOutcome:
+    created: bool
+    events_added: int
+    events_present: int
+    state_taken: bool
+
+
+def split_state(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """ADK's merged view → (session state, app state, user state); ``temp:`` keys dropped."""
+    session: dict[str, Any] = {}
+    app: dict[str, Any] = {}
+    user: dict[str, Any] = {}
+    for key, value in state.items():
+        if key.startswith(State.APP_PREFIX):
+            app[key.removeprefix(State.APP_PREFIX)] = value
+        elif key.startswith(State.USER_PREFIX):
+            user[key.removeprefix(State.USER_PREFIX)] = value
+        elif not key.startswith(State.TEMP_PREFIX):
+            session[key] = value
+    return session, app, user
+
+
+async def write_session(
+    store: Store,
+    *,
+    app_name: str,
+    user_id: str,
+    session_id: str,
+    state: dict[str, Any],
+    events: list[Event],
+    last_update_time: float,
+    app_state: dict[str, Any] | None = None,
+    user_state: dict[str, Any] | None = None,
+) -> WriteOutcome:
+    """Write one session with its session-scoped ``state`` and all ``events``, in one
+    transaction; app/user state are merged in with the stored keys winning."""
+    create_time = min([last_update_time, *(e.timestamp for e in events[:1])])
+    result = await store.write_transferred_session(
+        app_name,
+        user_id,
+        session_id,
+        encode_state(state),
+        create_time,
+        last_update_time,
+        [(e.id, e.invocation_id, e.timestamp, encode_event(e)) for e in events],
+        encode_state(app_state, "app state") if app_state else None,
+        encode_state(user_state, "user state") if user_state else None,
+    )
+    return WriteOutcome(*result)
+
+
+async def write_adk_session(store: Store, session: Session) -> WriteOutcome:
+    """Write a session read through an ADK session service (its state is the merged view)."""
+    state, app_state, user_state = split_state(session.state)
+    return await write_session(
+        store,
+        app_name=session.app_name,
+        user_id=session.user_id,
+        session_id=session.id,
+        state=state,
+        events=list(session.events),
+        last_update_time=session.last_update_time,
+        app_state=app_state,
+        user_state=user_state,
+    )

@@ -24,6 +24,7 @@ pub mod pool;
 pub mod sessions;
 pub mod sql;
 pub mod store;
+pub mod tenancy;
 pub mod tls;
 pub mod transfer;
 

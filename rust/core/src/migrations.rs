@@ -40,6 +40,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "memory",
         sql: include_str!("../migrations/V4__memory.sql"),
     },
+    Migration {
+        version: 5,
+        name: "tenancy",
+        sql: include_str!("../migrations/V5__tenancy.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.

@@ -9,6 +9,7 @@ mod errors;
 mod memory;
 mod runtime;
 mod store;
+mod tenancy;
 
 use pyo3::prelude::*;
 
@@ -25,6 +26,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<artifacts::PyArtifactStore>()?;
     m.add_class::<memory::PyMemoryStore>()?;
     m.add_class::<admin::PyAdminStore>()?;
+    m.add_class::<tenancy::PyTenancyStore>()?;
     m.add_function(wrap_pyfunction!(json_nesting_depth, m)?)?;
     m.add(
         "SCHEMA_VERSION",

@@ -1,0 +1,123 @@
+//! Row-level security by tenant (see `migrations/V5__tenancy.sql`): turning it on and off, and
+//! the role → app (→ user) grants. These are owner operations: the runtime roles they
+//! constrain cannot run them.
+
+use crate::error::{ErrorKind, Result, StoreError};
+use crate::sql::quote_ident;
+use crate::store::Store;
+
+/// The tables whose rows belong to an app (and user), in the order RLS is switched.
+pub const TENANT_TABLES: &[&str] = &[
+    "sessions",
+    "events",
+    "app_states",
+    "user_states",
+    "artifact_files",
+    "artifact_versions",
+    "memory_entries",
+    "memory_tombstones",
+];
+
+/// One grant: `role` may see `app_name`, for every user (`user_id` None) or one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantGrant {
+    pub role: String,
+    pub app_name: String,
+    pub user_id: Option<String>,
+}
+
+impl Store {
+    fn schema(&self) -> String {
+        quote_ident(&self.config().options.schema)
+    }
+
+    /// Enables (or disables) row-level security on every tenant table, all or none.
+    pub async fn set_row_level_security(&self, enabled: bool) -> Result<()> {
+        let s = self.schema();
+        let action = if enabled { "ENABLE" } else { "DISABLE" };
+        let statements: String = TENANT_TABLES
+            .iter()
+            .map(|t| format!("ALTER TABLE {s}.{t} {action} ROW LEVEL SECURITY;"))
+            .collect();
+        // One simple-protocol message: PostgreSQL runs it as one implicit transaction.
+        let conn = self.connection().await?;
+        Ok(conn.batch_execute(&statements).await?)
+    }
+
+    /// Whether row-level security is on (all tenant tables agree, or it is reported off).
+    pub async fn row_level_security(&self) -> Result<bool> {
+        let conn = self.connection().await?;
+        let row = conn
+            .query_one(
+                "SELECT bool_and(c.relrowsecurity) FROM pg_class c
+                   JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE n.nspname = $1 AND c.relname = ANY($2::text[])",
+                &[&self.config().options.schema, &TENANT_TABLES],
+            )
+            .await?;
+        Ok(row.get::<_, Option<bool>>(0).unwrap_or(false))
+    }
+
+    /// Lets `grant.role` (an existing role) see one app, or one user of it. Idempotent.
+    pub async fn grant_tenant(&self, grant: &TenantGrant) -> Result<()> {
+        let conn = self.connection().await?;
+        let exists = conn
+            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&grant.role])
+            .await?;
+        if exists.is_none() {
+            return Err(StoreError::new(
+                ErrorKind::Data,
+                format!("no database role named {:?}", grant.role),
+            ));
+        }
+        let s = self.schema();
+        conn.execute(
+            &format!(
+                "INSERT INTO {s}.tenants (role_name, app_name, user_id) VALUES ($1, $2, $3)
+                 ON CONFLICT DO NOTHING"
+            ),
+            &[&grant.role, &grant.app_name, &grant.user_id],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Removes a grant; `true` if there was one.
+    pub async fn revoke_tenant(&self, grant: &TenantGrant) -> Result<bool> {
+        let s = self.schema();
+        let conn = self.connection().await?;
+        let n = conn
+            .execute(
+                &format!(
+                    "DELETE FROM {s}.tenants WHERE role_name = $1 AND app_name = $2
+                       AND user_id IS NOT DISTINCT FROM $3"
+                ),
+                &[&grant.role, &grant.app_name, &grant.user_id],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// Every grant, by role, app and user.
+    pub async fn list_tenants(&self) -> Result<Vec<TenantGrant>> {
+        let s = self.schema();
+        let conn = self.connection().await?;
+        let rows = conn
+            .query(
+                &format!(
+                    "SELECT role_name::text, app_name, user_id FROM {s}.tenants
+                      ORDER BY 1, 2, 3 NULLS FIRST"
+                ),
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| TenantGrant {
+                role: r.get(0),
+                app_name: r.get(1),
+                user_id: r.get(2),
+            })
+            .collect())
+    }
+}

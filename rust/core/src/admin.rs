@@ -40,6 +40,7 @@ pub const OUR_TABLES: &[&str] = &[
     "artifact_fs_garbage",
     "memory_entries",
     "memory_tombstones",
+    "tenants",
 ];
 
 /// The tables the services read and write at run time (a runtime role needs DML on these).

@@ -186,7 +186,7 @@ mod tests {
     #[test]
     fn nesting_depth_counts_containers_outside_strings() {
         assert_eq!(nesting_depth(b"1"), 0);
-        assert_eq!(nesting_depth(br#"{"a": [1, {"b": []}]}"#), 3);
+        assert_eq!(nesting_depth(br#"{"a": [1, {"b": []}]}"#), 4);
         assert_eq!(nesting_depth(br#"{"a": "[[[{{{\"[["}"#), 1);
         assert_eq!(nesting_depth(br#"[[], [[]], []]"#), 3);
     }

@@ -47,6 +47,7 @@ ALL_TABLES = {
     "artifact_fs_garbage",
     "memory_entries",
     "memory_tombstones",
+    "tenants",
 }
 
 

@@ -7,6 +7,7 @@ PostgreSQL 15: ``TEST_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -41,6 +42,7 @@ def pg_url() -> Iterator[str]:
     )
     yield server.uri
     server.stop()
+    shutil.rmtree(data_dir.parent, ignore_errors=True)  # the mkdtemp directory
 
 
 @pytest.fixture

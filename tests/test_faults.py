@@ -5,6 +5,7 @@ the pool recovers by itself. Runs on its own throwaway embedded server (fsync on
 from __future__ import annotations
 
 import asyncio
+import shutil
 import signal
 import tempfile
 import time
@@ -29,6 +30,7 @@ def own_server() -> Iterator[embedded.EmbeddedServer]:
     server = embedded.start(data_dir, cleanup_mode="delete")
     yield server
     server.stop()
+    shutil.rmtree(data_dir.parent, ignore_errors=True)  # the mkdtemp directory
 
 
 def kill_server(server: embedded.EmbeddedServer) -> None:

@@ -45,6 +45,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "tenancy",
         sql: include_str!("../migrations/V5__tenancy.sql"),
     },
+    Migration {
+        version: 6,
+        name: "session_incarnation",
+        sql: include_str!("../migrations/V6__session_incarnation.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.

@@ -123,13 +123,15 @@ impl Store {
         // so they wait for each other's commits anyway. Others run alone, in parallel.
         if !self.config.options.coalesce_appends || append.app_delta.is_none() {
             return self
-                .append_event(append.key(), append.expected_revision, append.event())
+                .append_event(append.key(), append.expected, append.event())
                 .await;
         }
         let coalescer = self
             .coalescer
             .get_or_init(|| Coalescer::start(Arc::downgrade(self)));
-        coalescer.append(append).await
+        coalescer
+            .append(append, self.config.options.acquire_timeout)
+            .await
     }
 
     /// Runs one statement on a pooled connection. A connection found broken (the server

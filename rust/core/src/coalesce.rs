@@ -35,19 +35,17 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Weak};
-use std::task::Poll;
 use std::time::Duration;
 
 use deadpool_postgres::Object;
-use futures_util::future::{join_all, maybe_done, MaybeDone};
+use futures_util::future::join_all;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
-use tokio_postgres::types::ToSql;
-use tokio_postgres::Row;
 
 use crate::codec::JsonParam;
 use crate::error::{ErrorKind, Result, StoreError};
 use crate::sessions::{AppendOutcome, Expected, NewEvent, SessionKey};
+use crate::statement::{in_order, On, Param, Step};
 use crate::store::Store;
 
 /// Most appends in one flight: more would hold the app's row lock longer for little gain (the
@@ -325,49 +323,46 @@ async fn fly(store: &Store, batch: Vec<Queued>) {
     .await;
 }
 
-type RowsFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<Row>>> + Send + 'a>>;
-
-/// Runs `steps` to completion, polling them always in index order. tokio-postgres sends a
-/// request when its future is first polled, so this is what puts a pipeline's statements on
-/// the wire in order (BEGIN first, COMMIT last), however many there are.
-pub(crate) async fn in_order<F: Future + Unpin>(steps: Vec<F>) -> Vec<F::Output> {
-    let mut slots: Vec<MaybeDone<F>> = steps.into_iter().map(maybe_done).collect();
-    std::future::poll_fn(|cx| {
-        let mut all_done = true;
-        for slot in slots.iter_mut() {
-            if Pin::new(slot).poll(cx).is_pending() {
-                all_done = false;
-            }
-        }
-        if all_done {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
-    })
-    .await;
-    slots
-        .iter_mut()
-        .map(|slot| Pin::new(slot).take_output().expect("every step is done"))
-        .collect()
+/// The parameters of `SessionSql::append` for one append.
+struct AppendParams<'a> {
+    append: &'a OwnedAppend,
+    event: NewEvent<'a>,
+    session_delta: Option<JsonParam<'a>>,
+    event_json: JsonParam<'a>,
+    app_delta: Option<JsonParam<'a>>,
+    user_delta: Option<JsonParam<'a>>,
 }
 
-/// A pipeline step: a statement without parameters or results (simple protocol).
-fn simple<'a>(conn: &'a Object, text: &'static str) -> RowsFuture<'a> {
-    Box::pin(async move {
-        conn.batch_execute(text).await?;
-        Ok(Vec::new())
-    })
-}
+impl<'a> AppendParams<'a> {
+    fn of(append: &'a OwnedAppend) -> Self {
+        let event = append.event();
+        AppendParams {
+            append,
+            event,
+            session_delta: event.session_delta.map(JsonParam),
+            event_json: JsonParam(event.event_json),
+            app_delta: event.app_delta.map(JsonParam),
+            user_delta: event.user_delta.map(JsonParam),
+        }
+    }
 
-/// A pipeline step: a prepared statement; sent on its first poll.
-fn query<'a>(
-    conn: &'a Object,
-    stmt: &tokio_postgres::Statement,
-    args: Vec<&'a (dyn ToSql + Sync)>,
-) -> RowsFuture<'a> {
-    let stmt = stmt.clone();
-    Box::pin(async move { Ok(conn.query(&stmt, &args).await?) })
+    fn refs(&self) -> [&dyn Param; 12] {
+        let a = self.append;
+        [
+            &a.app_name,
+            &a.user_id,
+            &a.session_id,
+            &a.expected.revision,
+            &self.session_delta,
+            &self.event.timestamp,
+            &self.event.event_id,
+            &self.event.invocation_id,
+            &self.event_json,
+            &self.app_delta,
+            &self.user_delta,
+            &a.expected.incarnation,
+        ]
+    }
 }
 
 impl Store {
@@ -387,24 +382,7 @@ impl Store {
 
     async fn pipeline(&self, conn: &Object, batch: &[Queued]) -> Result<Vec<Option<i64>>> {
         let sql = &self.sql;
-        let cached = self.config().options.statement_cache;
-        let prepare = |text: &str| {
-            let text = text.to_owned();
-            async move {
-                if cached {
-                    conn.prepare_cached(&text).await
-                } else {
-                    conn.prepare(&text).await
-                }
-            }
-        };
-        // Prepared before the pipeline (a cache hit after the first flight on a connection),
-        // so that each statement below is sent on its first poll.
-        let append = prepare(&sql.append).await?;
-        let lock_sessions = prepare(&sql.lock_sessions).await?;
-        let lock_apps = prepare(&sql.lock_app_states).await?;
-        let lock_users = prepare(&sql.lock_user_states).await?;
-
+        let on = On::from(conn);
         let column = |pick: fn(&OwnedAppend) -> &str, with: fn(&OwnedAppend) -> bool| {
             batch
                 .iter()
@@ -420,47 +398,35 @@ impl Store {
         let user_apps = column(|a| a.app_name.as_str(), |a| a.user_delta.is_some());
         let user_ids = column(|a| a.user_id.as_str(), |a| a.user_delta.is_some());
 
-        let params: Vec<[Box<dyn ToSql + Sync + Send + '_>; 12]> = batch
-            .iter()
-            .map(|q| {
-                let a = &q.append;
-                let e = a.event();
-                [
-                    Box::new(a.app_name.as_str()) as Box<dyn ToSql + Sync + Send>,
-                    Box::new(a.user_id.as_str()),
-                    Box::new(a.session_id.as_str()),
-                    Box::new(a.expected.revision),
-                    Box::new(e.session_delta.map(JsonParam)),
-                    Box::new(e.timestamp),
-                    Box::new(e.event_id),
-                    Box::new(e.invocation_id),
-                    Box::new(JsonParam(e.event_json)),
-                    Box::new(e.app_delta.map(JsonParam)),
-                    Box::new(e.user_delta.map(JsonParam)),
-                    Box::new(a.expected.incarnation),
-                ]
-            })
-            .collect();
+        let params: Vec<AppendParams<'_>> = batch.iter().map(|q| AppendParams::of(&q.append)).collect();
 
-        let mut steps: Vec<RowsFuture<'_>> = vec![simple(conn, "BEGIN")];
-        steps.push(query(
-            conn,
-            &lock_sessions,
-            vec![&session_apps, &session_users, &session_ids],
-        ));
+        // Made ready before the pipeline (prepared, in cached mode: a cache hit after the
+        // first flight on a connection), so that each step below is sent on its first poll.
+        let statements = self.statements();
+        let append = statements.ready(on, &sql.append, &params[0].refs()).await?;
+        let lock_sessions = statements
+            .ready(on, &sql.lock_sessions, &[&session_apps, &session_users, &session_ids])
+            .await?;
+        let lock_apps = statements
+            .ready(on, &sql.lock_app_states, &[&app_names])
+            .await?;
+        let lock_users = statements
+            .ready(on, &sql.lock_user_states, &[&user_apps, &user_ids])
+            .await?;
+
+        let mut steps: Vec<Step<'_>> = vec![on.simple("BEGIN")];
+        steps.push(lock_sessions.step(on, vec![&session_apps, &session_users, &session_ids]));
         if !app_names.is_empty() {
-            steps.push(query(conn, &lock_apps, vec![&app_names]));
+            steps.push(lock_apps.step(on, vec![&app_names]));
         }
         if !user_ids.is_empty() {
-            steps.push(query(conn, &lock_users, vec![&user_apps, &user_ids]));
+            steps.push(lock_users.step(on, vec![&user_apps, &user_ids]));
         }
         let first_append = steps.len();
         for args in &params {
-            let refs: Vec<&(dyn ToSql + Sync)> =
-                args.iter().map(|b| &**b as &(dyn ToSql + Sync)).collect();
-            steps.push(query(conn, &append, refs));
+            steps.push(append.step(on, args.refs().to_vec()));
         }
-        steps.push(simple(conn, "COMMIT"));
+        steps.push(on.simple("COMMIT"));
         let commit_step = steps.len() - 1;
 
         let mut results = in_order(steps).await;
@@ -593,24 +559,5 @@ mod tests {
             assert!(task.await.unwrap().is_ok());
         }
         assert!(queue.append(append("other", 9), long).await.is_ok());
-    }
-
-    #[tokio::test]
-    async fn in_order_polls_every_step_first_in_index_order() {
-        // join_all switches strategy above 30 futures; this must not.
-        let first_polls = Arc::new(Mutex::new(Vec::new()));
-        let steps: Vec<Pin<Box<dyn Future<Output = usize> + Send>>> = (0..200usize)
-            .map(|i| {
-                let first_polls = first_polls.clone();
-                Box::pin(async move {
-                    first_polls.lock().unwrap().push(i);
-                    tokio::task::yield_now().await;
-                    i
-                }) as Pin<Box<dyn Future<Output = usize> + Send>>
-            })
-            .collect();
-        let outputs = in_order(steps).await;
-        assert_eq!(outputs, (0..200).collect::<Vec<_>>());
-        assert_eq!(*first_polls.lock().unwrap(), (0..200).collect::<Vec<_>>());
     }
 }

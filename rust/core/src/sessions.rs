@@ -6,6 +6,7 @@
 use crate::codec::{JsonParam, JsonText};
 use crate::error::Result;
 use crate::sql::SessionSql;
+use crate::statement::Param;
 use crate::store::{Retry, Store};
 
 /// Identifies a session: ADK's composite primary key.
@@ -208,11 +209,7 @@ impl Store {
         after_timestamp: Option<f64>,
         num_recent_events: Option<i64>,
     ) -> Result<Option<SessionData>> {
-        let k = [
-            &key.app_name as &(dyn tokio_postgres::types::ToSql + Sync),
-            &key.user_id,
-            &key.session_id,
-        ];
+        let k: [&dyn Param; 3] = [&key.app_name, &key.user_id, &key.session_id];
         // A statement per filter shape, so each prepared plan can use the index fully.
         let rows = match (after_timestamp, num_recent_events) {
             (None, None) => self.fetch(&self.sql.get_all, &k, Retry::Yes).await?,

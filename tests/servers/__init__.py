@@ -1,0 +1,9 @@
+"""Throwaway servers on loopback for tests and benchmarks: a plain PostgreSQL, a PgBouncer in
+front of any PostgreSQL, and a Patroni cluster on one etcd member.
+
+Tests import them as ``from servers.pgbouncer import PgBouncer`` (pytest puts ``tests/`` on
+``sys.path``); a benchmark adds the ``tests`` directory to ``sys.path`` first. Every class is a
+context manager whose ``stop()`` ends exactly the processes it started, by pid, and removes its
+temporary directory. When something needed is missing, ``missing()`` (in each module) returns
+the reason as a string, for ``pytest.skip(reason)``.
+"""

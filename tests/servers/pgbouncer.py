@@ -96,6 +96,11 @@ class PgBouncer:
         return self._proc.pid if self._proc else None
 
     @property
+    def proc(self) -> psutil.Process | None:
+        """A handle on the pgbouncer process (kept after ``stop()``, for checks)."""
+        return self._proc
+
+    @property
     def log_path(self) -> Path:
         assert self.base is not None, "not started"
         return self.base / "pgbouncer.log"
@@ -163,7 +168,7 @@ class PgBouncer:
 
     def retarget(self, target_port: int, target_host: str | None = None) -> None:
         """Points PgBouncer at another server: rewrites the ini and reloads it (SIGHUP)."""
-        assert self.base is not None and self._proc is not None, "not started"
+        assert self.base is not None and self._proc is not None and alive(self._proc), "not running"
         self.target_port = target_port
         self.target_host = target_host or self.target_host
         write_file(self.base / "pgbouncer.ini", self._ini())
@@ -177,7 +182,7 @@ class PgBouncer:
             # SIGINT is PgBouncer's "safe shutdown" that waits for clients: SIGTERM is immediate.
             end_processes([self._proc], timeout=5)
         reap(self._popen)
-        self._proc = self._popen = None
+        self._popen = None
         if self.base is not None:
             shutil.rmtree(self.base, ignore_errors=True)
             self.base = None

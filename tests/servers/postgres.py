@@ -182,7 +182,8 @@ def postmaster_pid(data_dir: Path) -> int | None:
     """The postmaster's pid from ``postmaster.pid`` in a data directory, if there is one."""
     try:
         first = (data_dir / "postmaster.pid").read_text().split("\n", 1)[0].strip()
-        return int(first)
+        # Negative for a standalone backend (postgres --single, which pg_rewind may run).
+        return abs(int(first)) or None
     except (OSError, ValueError):
         return None
 
@@ -197,8 +198,23 @@ def process(pid: int | None) -> psutil.Process | None:
         if proc.status() == psutil.STATUS_ZOMBIE:
             return None
         return proc
-    except psutil.Error:
+    except (psutil.Error, ValueError):
         return None
+
+
+def own_postmaster(data_dir: Path) -> psutil.Process | None:
+    """The postmaster running in ``data_dir``, if any. postmaster.pid may be stale and its pid
+    reused by another process: only a process whose working directory is the data directory
+    (a postmaster chdirs there) is taken."""
+    proc = process(postmaster_pid(data_dir))
+    if proc is None:
+        return None
+    try:
+        if Path(proc.cwd()).resolve() == data_dir.resolve():
+            return proc
+    except (psutil.Error, OSError):
+        pass
+    return None
 
 
 def alive(proc: psutil.Process) -> bool:
@@ -213,32 +229,41 @@ def end_processes(
     timeout: float = 10.0,
     first_signal: int = signal.SIGTERM,
 ) -> None:
-    """Sends ``first_signal`` to each process and their children (as they are now), then
-    SIGKILL to whatever is left after ``timeout``. Only these pids: never by name."""
-    targets: dict[int, psutil.Process] = {}
-    for proc in procs:
-        if proc is None or not alive(proc):
-            continue
-        targets[proc.pid] = proc
+    """Sends ``first_signal`` to each process (only to them: a postmaster or Patroni ends its
+    own children cleanly), waits up to ``timeout``, then SIGKILLs whatever is left of them and
+    of their children as they were. Only these pids: never by name."""
+    tops = [proc for proc in procs if proc is not None and alive(proc)]
+    if not tops:
+        return
+    family: dict[int, psutil.Process] = {proc.pid: proc for proc in tops}
+    for proc in tops:
         try:
             for child in proc.children(recursive=True):
-                targets.setdefault(child.pid, child)
+                family.setdefault(child.pid, child)
         except psutil.Error:
             pass
-    if not targets:
-        return
-    for proc in targets.values():
+    for proc in tops:
         try:
             proc.send_signal(first_signal)
         except psutil.Error:
             pass
-    _, left = psutil.wait_procs(list(targets.values()), timeout=timeout)
-    for proc in left:
+    _, left = psutil.wait_procs(tops, timeout=timeout)
+    for proc in left:  # children born since the first look
+        try:
+            for child in proc.children(recursive=True):
+                family.setdefault(child.pid, child)
+        except psutil.Error:
+            pass
+    leftovers = [proc for proc in family.values() if alive(proc)]
+    if leftovers:
+        # Grace for children that exit on their own once their parent is gone.
+        _, leftovers = psutil.wait_procs(leftovers, timeout=2 if not left else 0)
+    for proc in leftovers:
         try:
             proc.kill()
         except psutil.Error:
             pass
-    psutil.wait_procs(left, timeout=5)
+    psutil.wait_procs(leftovers, timeout=5)
 
 
 def reap(popen: subprocess.Popen[bytes] | None) -> None:
@@ -371,7 +396,7 @@ class LocalServer:
             run_as_server_user(pg_ctl, self.base, timeout=self.start_timeout + 10)
         finally:
             # Even a failed start may have left a postmaster running: remember it to stop it.
-            self._postmaster = process(postmaster_pid(self.data_dir))
+            self._postmaster = own_postmaster(self.data_dir)
 
     def stop(self) -> None:
         """Stops the server (fast shutdown, then by pid) and removes its directory."""

@@ -19,7 +19,6 @@ import socket
 import subprocess
 import tempfile
 import time
-import weakref
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any, Protocol, TypeVar
@@ -224,6 +223,19 @@ def alive(proc: psutil.Process) -> bool:
         return False
 
 
+def wait_gone(procs: Iterable[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Waits until the processes are gone; returns those still alive after ``timeout``.
+
+    Unlike psutil.wait_procs, a zombie counts as gone: a postmaster is not our child, and the
+    init process of a container may reap it late."""
+    deadline = time.monotonic() + timeout
+    left = [proc for proc in procs if alive(proc)]
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = [proc for proc in left if alive(proc)]
+    return left
+
+
 def end_processes(
     procs: Iterable[psutil.Process | None],
     timeout: float = 10.0,
@@ -247,7 +259,7 @@ def end_processes(
             proc.send_signal(first_signal)
         except psutil.Error:
             pass
-    _, left = psutil.wait_procs(tops, timeout=timeout)
+    left = wait_gone(tops, timeout=timeout)
     for proc in left:  # children born since the first look
         try:
             for child in proc.children(recursive=True):
@@ -257,13 +269,26 @@ def end_processes(
     leftovers = [proc for proc in family.values() if alive(proc)]
     if leftovers:
         # Grace for children that exit on their own once their parent is gone.
-        _, leftovers = psutil.wait_procs(leftovers, timeout=2 if not left else 0)
+        grace = 2 if not left and first_signal != signal.SIGKILL else 0
+        leftovers = wait_gone(leftovers, timeout=grace)
     for proc in leftovers:
         try:
             proc.kill()
         except psutil.Error:
             pass
-    psutil.wait_procs(leftovers, timeout=5)
+    wait_gone(leftovers, timeout=5)
+
+
+def run_all(steps: Iterable[Callable[[], object]]) -> None:
+    """Runs every step of a teardown even when one fails; then raises the first error."""
+    first: BaseException | None = None
+    for step in steps:
+        try:
+            step()
+        except BaseException as error:  # noqa: BLE001 - the rest must run all the same
+            first = first or error
+    if first is not None:
+        raise first
 
 
 def reap(popen: subprocess.Popen[bytes] | None) -> None:
@@ -301,7 +326,7 @@ class _Stoppable(Protocol):
     def stop(self) -> None: ...
 
 
-_live: weakref.WeakSet[Any] = weakref.WeakSet()
+_live: set[Any] = set()  # strong references: a dropped server is still stopped at exit
 
 
 def track(server: _Stoppable) -> None:
@@ -403,17 +428,23 @@ class LocalServer:
         untrack(self)
         if self.base is None:
             return
-        if self._postmaster is not None and alive(self._postmaster):
-            assert self.bin_dir is not None
-            pg_ctl = [str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-w", "-t", "30"]
-            try:
-                run_as_server_user([*pg_ctl, "-m", "fast", "stop"], self.base, timeout=40)
-            except (RuntimeError, subprocess.TimeoutExpired):
-                pass
-            end_processes([self._postmaster], timeout=5)
-        self._postmaster = None
-        shutil.rmtree(self.base, ignore_errors=True)
-        self.base = None
+        base = self.base
+
+        def stop_server() -> None:
+            self._postmaster = self._postmaster or own_postmaster(self.data_dir)
+            if self._postmaster is not None and alive(self._postmaster):
+                assert self.bin_dir is not None
+                pg_ctl = [str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-w", "-t", "30"]
+                try:
+                    run_as_server_user([*pg_ctl, "-m", "fast", "stop"], base, timeout=40)
+                finally:
+                    end_processes([self._postmaster], timeout=5, first_signal=signal.SIGINT)
+
+        def remove_directory() -> None:
+            shutil.rmtree(base, ignore_errors=True)
+            self.base = None
+
+        run_all([stop_server, remove_directory])
 
     def __enter__(self) -> LocalServer:
         return self.start()

@@ -21,11 +21,19 @@ What was found with Debian 12's packages (patroni 3.0.2, etcd-server 3.4.23, Pos
   ``postmaster.pid`` (and checks that the process's working directory is that data directory
   before signalling the pid) to stop the postmaster of a node whose Patroni was killed.
 
+* ttl=10, loop_wait=2, retry_timeout=5 are accepted as they are (3.0.2 enforces no minimum).
+  After a SIGKILL of the leader (Patroni and PostgreSQL), the synchronous standby is promoted
+  when the leader key expires: about ttl + 0.5 s here (10.4-10.7 s with ttl=10).
+* Patroni's own shutdown of a synchronous pair is slow (~6 s: the standby waits for the primary
+  to release it), so ``stop()`` SIGKILLs Patroni and gives each PostgreSQL a fast shutdown
+  itself; ``stop(graceful=True)`` lets Patroni do it.
+
 ``multi_host_url()`` returns libpq's multi-host form in the authority,
-``postgresql://postgres@127.0.0.1:p1,127.0.0.1:p2/postgres?target_session_attrs=read-write``,
-which psql (libpq), asyncpg and tokio-postgres all accept. libpq also accepts
-``postgresql://postgres@/postgres?host=127.0.0.1,127.0.0.1&port=p1,p2&...``;
-``multi_host_url(query_form=True)`` returns that (see the tests for which clients take it).
+``postgresql://postgres@127.0.0.1:p1,127.0.0.1:p2/postgres?target_session_attrs=read-write``.
+``multi_host_url(query_form=True)`` returns the other libpq form,
+``postgresql://postgres@/postgres?host=127.0.0.1,127.0.0.1&port=p1,p2&target_session_attrs=...``.
+psql (libpq 15), asyncpg and adk_postgres' Rust core (tokio-postgres) were each seen to take
+both forms and to pick the writable node with ``target_session_attrs=read-write``.
 """
 
 from __future__ import annotations

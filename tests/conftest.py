@@ -2,6 +2,12 @@
 
 Set ``TEST_DATABASE_URL`` to run against an existing server instead (for example the machine's
 PostgreSQL 15: ``TEST_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres``).
+
+Set ``ADK_POSTGRES_TEST_POOLER=transaction`` (or ``statement``) to run the services through a
+PgBouncer in that pool mode, as ``tests/test_through_pgbouncer.py`` does: ``pg_url`` is then
+PgBouncer's URL with ``?statement_cache=false`` (and, in statement mode,
+``&coalesce_appends=false``); ``pg_direct_url`` stays the server's, for inspecting data with
+asyncpg and for migrations (which need a transaction: statement mode forbids them).
 """
 
 from __future__ import annotations
@@ -16,7 +22,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from adk_postgres import PostgresSessionService, embedded
+from adk_postgres import Database, PostgresSessionService, embedded
+
+#: "transaction" or "statement": run the services through PgBouncer in that pool mode.
+POOLER = os.environ.get("ADK_POSTGRES_TEST_POOLER") or None
 
 
 def _scratch_parent() -> Path:
@@ -27,11 +36,22 @@ def _scratch_parent() -> Path:
 
 
 @pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    """URL of the PostgreSQL server the tests use."""
+def pg_direct_url() -> Iterator[str]:
+    """URL of the PostgreSQL server the tests use (never through a pooler)."""
     external = os.environ.get("TEST_DATABASE_URL")
     if external:
         yield external
+        return
+    if POOLER:
+        # PgBouncer (run as the postgres user) reaches a server on TCP, not the embedded one's
+        # private socket directory: use the distribution's binaries.
+        from servers.postgres import LocalServer, missing
+
+        reason = missing()
+        if reason:
+            pytest.skip(f"PgBouncer runs need a server on TCP: {reason}")
+        with LocalServer() as local:
+            yield local.url
         return
     data_dir = Path(tempfile.mkdtemp(prefix="adkpg-test-", dir=_scratch_parent())) / "pgdata"
     server = embedded.start(data_dir, cleanup_mode="delete")
@@ -45,20 +65,47 @@ def pg_url() -> Iterator[str]:
     shutil.rmtree(data_dir.parent, ignore_errors=True)  # the mkdtemp directory
 
 
+@pytest.fixture(scope="session")
+def pg_url(pg_direct_url: str) -> Iterator[str]:
+    """URL the services under test connect to: the server, or PgBouncer in front of it."""
+    if not POOLER:
+        yield pg_direct_url
+        return
+    from urllib.parse import urlsplit
+
+    from servers.pgbouncer import PgBouncer, missing_pgbouncer
+
+    reason = missing_pgbouncer()
+    if reason:
+        pytest.skip(reason)
+    target = urlsplit(pg_direct_url)
+    mode = "statement" if POOLER == "statement" else "transaction"
+    with PgBouncer(target.hostname or "127.0.0.1", target.port or 5432, mode) as bouncer:
+        # Options in the URL, so that subprocesses the tests start connect the same way.
+        options = "statement_cache=false"
+        if mode == "statement":
+            options += "&coalesce_appends=false"
+        yield f"{bouncer.url()}?{options}"
+
+
 @pytest.fixture
-async def pg_admin(pg_url: str) -> AsyncIterator[asyncpg.Connection]:
+async def pg_admin(pg_direct_url: str) -> AsyncIterator[asyncpg.Connection]:
     """A plain asyncpg connection for inspecting and arranging data behind the service."""
-    conn = await asyncpg.connect(pg_url)
+    conn = await asyncpg.connect(pg_direct_url)
     yield conn
     await conn.close()
 
 
 @pytest.fixture
-async def schema_name(pg_url: str) -> AsyncIterator[str]:
-    """A fresh PostgreSQL schema for one test, dropped afterwards."""
+async def schema_name(pg_direct_url: str) -> AsyncIterator[str]:
+    """A fresh PostgreSQL schema for one test, dropped afterwards. Through a pooler in
+    statement mode it is migrated first (directly: migrations need a transaction)."""
     name = f"t_{uuid.uuid4().hex[:12]}"
+    if POOLER == "statement":
+        async with Database(pg_direct_url, schema=name, pool_size=1) as direct:
+            await direct.migrate()
     yield name
-    conn = await asyncpg.connect(pg_url)
+    conn = await asyncpg.connect(pg_direct_url)
     try:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
     finally:

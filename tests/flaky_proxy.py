@@ -42,9 +42,11 @@ class FlakyProxy:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def url(self, user: str = "postgres", dbname: str = "postgres") -> str:
-        # Plain text, so the proxy can see which statement passes.
-        return f"postgresql://{user}@127.0.0.1:{self.port}/{dbname}?sslmode=disable"
+    def url(self, options: str = "", user: str = "postgres", dbname: str = "postgres") -> str:
+        """The proxy's URL, plain text (so that it sees which statement passes), with the
+        extra query ``options`` (e.g. ``statement_cache=false`` in front of PgBouncer)."""
+        query = "sslmode=disable" + (f"&{options}" if options else "")
+        return f"postgresql://{user}@127.0.0.1:{self.port}/{dbname}?{query}"
 
     def lose_reply_to(self, trigger: bytes, before_cut: Hook) -> None:
         self._trigger, self._before_cut = trigger, before_cut

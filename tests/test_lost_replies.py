@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import asyncpg
 import pytest
@@ -16,6 +17,7 @@ from google.adk.events.event_actions import EventActions
 from google.genai import types
 
 from adk_postgres import PostgresSessionService
+from adk_postgres.database import URL_OPTIONS
 from adk_postgres.errors import IntegrityError
 
 APP, USER = "lost-reply-app", "u"
@@ -37,6 +39,13 @@ async def proxy(pg_url: str) -> AsyncIterator[FlakyProxy]:
         yield running
 
 
+@pytest.fixture
+def proxied(proxy: FlakyProxy, pg_url: str) -> str:
+    """The proxy's URL with the options of the tests' URL (those for PgBouncer, if any)."""
+    options = [(k, v) for k, v in parse_qsl(urlsplit(pg_url).query) if k in URL_OPTIONS]
+    return proxy.url(urlencode(options))
+
+
 async def _texts(svc: PostgresSessionService, sid: str) -> list[str]:
     got = await svc.get_session(app_name=APP, user_id=USER, session_id=sid)
     assert got is not None
@@ -45,9 +54,13 @@ async def _texts(svc: PostgresSessionService, sid: str) -> list[str]:
 
 @pytest.mark.parametrize("delta", [{}, {"app:k": 1}], ids=["alone", "app-state"])
 async def test_retry_after_a_lost_reply_succeeds_though_another_writer_appended(
-    proxy: FlakyProxy, make_service: MakeService, schema_name: str, delta: dict[str, object]
+    proxy: FlakyProxy,
+    proxied: str,
+    make_service: MakeService,
+    schema_name: str,
+    delta: dict[str, object],
 ) -> None:
-    flaky = make_service(uri=proxy.url(), cache_bytes=0)  # through the proxy
+    flaky = make_service(uri=proxied, cache_bytes=0)  # through the proxy
     other = make_service(cache_bytes=0)  # straight to the server
     mine = await flaky.create_session(app_name=APP, user_id=USER, session_id="s")
     event = _event("mine", delta)
@@ -95,11 +108,11 @@ async def test_caller_retry_of_a_committed_append_after_others_appended(
 
 
 async def test_flight_with_a_lost_commit_reply(
-    proxy: FlakyProxy, make_service: MakeService, pg_url: str, schema_name: str
+    proxy: FlakyProxy, proxied: str, make_service: MakeService, pg_direct_url: str, schema_name: str
 ) -> None:
     """A coalesced flight whose COMMIT answer is lost: every append of it reports success and
     is stored exactly once."""
-    flaky = make_service(uri=proxy.url(), cache_bytes=0, pool_size=4)
+    flaky = make_service(uri=proxied, cache_bytes=0, pool_size=4)
     sessions = [
         await flaky.create_session(app_name=APP, user_id=f"u{i}", session_id=f"f{i}")
         for i in range(12)
@@ -117,7 +130,7 @@ async def test_flight_with_a_lost_commit_reply(
     )
     assert proxy.cuts == 1
     assert results == events  # every call succeeded
-    conn = await asyncpg.connect(pg_url)
+    conn = await asyncpg.connect(pg_direct_url)
     try:
         rows = await conn.fetch(
             f'SELECT session_id, count(*) AS n FROM "{schema_name}".events GROUP BY session_id'

@@ -155,14 +155,14 @@ async def test_filters_on_a_warm_session_match_a_cold_read(
 
 
 async def test_events_written_by_adk_itself_are_seen(
-    make_service: Callable[..., PostgresSessionService], pg_url: str, schema_name: str
+    make_service: Callable[..., PostgresSessionService], pg_direct_url: str, schema_name: str
 ) -> None:
     ours = make_service()
     await ours.database.migrate()
     s = await ours.create_session(app_name=APP, user_id=USER, session_id="mixed")
     await ours.append_event(s, event("ours"))
     await read(ours, "mixed")
-    adk_url = pg_url.replace("postgresql://", "postgresql+asyncpg://", 1)
+    adk_url = pg_direct_url.replace("postgresql://", "postgresql+asyncpg://", 1)
     adk = DatabaseSessionService(
         adk_url, connect_args={"server_settings": {"search_path": schema_name}}
     )

@@ -11,10 +11,11 @@ import atexit
 import os
 import weakref
 from types import TracebackType
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from . import embedded
 from ._native import Store
-from .errors import ClosedError
+from .errors import ClosedError, ConfigurationError
 
 DEFAULT_SCHEMA = "public"
 
@@ -35,6 +36,36 @@ def resolve_uri(uri: str | None) -> str | None:
     return os.environ.get("DATABASE_URL") or None
 
 
+#: Options a URL may carry in its query string besides libpq's: they describe the path to the
+#: server (a pooler in between), so they belong with the URL (``DATABASE_URL``, ADK's
+#: ``--session_service_uri``) as much as with the code.
+URL_OPTIONS = ("statement_cache", "coalesce_appends")
+
+_TRUE, _FALSE = ("1", "true", "on", "yes"), ("0", "false", "off", "no")
+
+
+def split_url_options(url: str) -> tuple[str, dict[str, bool]]:
+    """The URL without our options, and those options. Only ``postgresql://`` URLs carry
+    them (a ``key=value`` connection string goes to libpq as it is)."""
+    parts = urlsplit(url)
+    if "://" not in url or not parts.query:
+        return url, {}
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    options: dict[str, bool] = {}
+    for key, value in query:
+        if key in URL_OPTIONS:
+            word = value.strip().lower()
+            if word not in _TRUE + _FALSE:
+                raise ConfigurationError(
+                    f"URL option {key}={value!r}: use true or false (1/0, on/off, yes/no)"
+                )
+            options[key] = word in _TRUE
+    if not options:
+        return url, {}
+    rest = urlencode([(k, v) for k, v in query if k not in URL_OPTIONS])
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment)), options
+
+
 class Database:
     """A pooled connection to PostgreSQL for the adk-postgres services.
 
@@ -45,12 +76,16 @@ class Database:
         pool_size: most connections open at once.
         connect_timeout: seconds to wait for a new connection.
         acquire_timeout: seconds to wait for a free pooled connection.
-        statement_cache: prepare each statement once per connection; turn off behind PgBouncer
-            in transaction mode.
+        statement_cache: prepare each statement once per connection (default); turn off
+            behind PgBouncer in transaction or statement mode (before 1.21, or without
+            ``max_prepared_statements``): statements are then sent unnamed.
         application_name: shown in ``pg_stat_activity``.
         coalesce_appends: let concurrent appends share one transaction and commit (each still
-            durable before it returns). Turn off behind a pooler that forbids multi-statement
-            transactions (PgBouncer in statement mode).
+            durable before it returns; default on). Turn off behind a pooler that forbids
+            multi-statement transactions (PgBouncer in statement mode).
+
+    ``statement_cache`` and ``coalesce_appends`` may also come from the URL's query string
+    (``postgresql://…:6432/db?statement_cache=false``); an argument given here wins.
 
     Construction is synchronous and does not connect.
     """
@@ -63,10 +98,18 @@ class Database:
         pool_size: int = 10,
         connect_timeout: float = 10.0,
         acquire_timeout: float = 30.0,
-        statement_cache: bool = True,
+        statement_cache: bool | None = None,
         application_name: str | None = "adk-postgres",
-        coalesce_appends: bool = True,
+        coalesce_appends: bool | None = None,
     ) -> None:
+        url = resolve_uri(uri)
+        url_options: dict[str, bool] = {}
+        if url is not None:
+            url, url_options = split_url_options(url)
+        if statement_cache is None:
+            statement_cache = url_options.get("statement_cache", True)
+        if coalesce_appends is None:
+            coalesce_appends = url_options.get("coalesce_appends", True)
         self._options = {
             "schema": schema,
             "pool_size": pool_size,
@@ -79,7 +122,6 @@ class Database:
         self._closed = False
         self._store: Store | None = None
         self._start_lock = asyncio.Lock()
-        url = resolve_uri(uri)
         if url is not None:
             # Parses and validates the URL and options now (ConfigurationError), connects later.
             self._store = Store(url, **self._options)  # type: ignore[arg-type]

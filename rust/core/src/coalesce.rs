@@ -398,14 +398,19 @@ impl Store {
         let user_apps = column(|a| a.app_name.as_str(), |a| a.user_delta.is_some());
         let user_ids = column(|a| a.user_id.as_str(), |a| a.user_delta.is_some());
 
-        let params: Vec<AppendParams<'_>> = batch.iter().map(|q| AppendParams::of(&q.append)).collect();
+        let params: Vec<AppendParams<'_>> =
+            batch.iter().map(|q| AppendParams::of(&q.append)).collect();
 
         // Made ready before the pipeline (prepared, in cached mode: a cache hit after the
         // first flight on a connection), so that each step below is sent on its first poll.
         let statements = self.statements();
         let append = statements.ready(on, &sql.append, &params[0].refs()).await?;
         let lock_sessions = statements
-            .ready(on, &sql.lock_sessions, &[&session_apps, &session_users, &session_ids])
+            .ready(
+                on,
+                &sql.lock_sessions,
+                &[&session_apps, &session_users, &session_ids],
+            )
             .await?;
         let lock_apps = statements
             .ready(on, &sql.lock_app_states, &[&app_names])

@@ -72,6 +72,12 @@ impl fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
+/// Said after PgBouncer's refusal of a transaction in statement mode.
+const STATEMENT_MODE_ADVICE: &str = " (PgBouncer in statement mode allows sessions only, with \
+    coalesce_appends=false and statement_cache=false; run migrations through a direct \
+    connection or transaction mode: `adk-postgres migrate`; artifacts and memory need \
+    transaction mode)";
+
 /// Maps a SQLSTATE code to an error kind.
 pub fn kind_for_sqlstate(code: &str) -> ErrorKind {
     match code {
@@ -102,6 +108,9 @@ impl From<tokio_postgres::Error> for StoreError {
             if let Some(detail) = db.detail() {
                 message.push_str(": ");
                 message.push_str(detail);
+            }
+            if message.contains("statement pooling mode") {
+                message.push_str(STATEMENT_MODE_ADVICE);
             }
             return StoreError {
                 kind: kind_for_sqlstate(&code),

@@ -91,8 +91,13 @@ pub async fn migrate(client: &mut Client, schema: &str) -> Result<i32> {
             &[&schema],
         )
         .await?;
+    // The lock may have waited for another migrator's commit. This backend's catalog cache can
+    // still hold what it saw before (e.g. "no such schema", from the fast path above), and
+    // taking an advisory lock does not refresh it: opening a catalog relation does. Without
+    // this, `CREATE SCHEMA IF NOT EXISTS` can fail with a duplicate key on pg_namespace.
     tx.batch_execute(&format!(
-        "CREATE SCHEMA IF NOT EXISTS {s};
+        "SELECT FROM pg_catalog.pg_namespace LIMIT 0;
+         CREATE SCHEMA IF NOT EXISTS {s};
          CREATE TABLE IF NOT EXISTS {s}.adk_postgres_migrations (
              version    integer     PRIMARY KEY,
              name       text        NOT NULL,

@@ -160,7 +160,9 @@ impl Store {
         let (revision, new_events, state_taken) = if created {
             (0i64, events, true)
         } else {
-            let row = st.query_one(&tx, &sql.lock_session, &[app, user, id]).await?;
+            let row = st
+                .query_one(&tx, &sql.lock_session, &[app, user, id])
+                .await?;
             let revision: i64 = row.get(0);
             let stored_update: f64 = row.get(1);
             let present: std::collections::HashSet<String> = st

@@ -8,6 +8,7 @@ from typing import Literal
 SCHEMA_VERSION: int
 
 def json_nesting_depth(data: bytes) -> int: ...
+def check_schema_name(name: str) -> None: ...
 
 __version__: str
 

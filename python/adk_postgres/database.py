@@ -13,8 +13,8 @@ import weakref
 from types import TracebackType
 
 from . import embedded
-from ._native import Store
-from .errors import ClosedError
+from ._native import Store, check_schema_name
+from .errors import ClosedError, ConfigurationError
 
 DEFAULT_SCHEMA = "public"
 
@@ -67,6 +67,10 @@ class Database:
         application_name: str | None = "adk-postgres",
         coalesce_appends: bool = True,
     ) -> None:
+        if not isinstance(schema, str):
+            raise ConfigurationError(f"schema must be a str, got {type(schema).__name__}")
+        # Checked here too: with no URL the store is built only after the embedded server starts.
+        check_schema_name(schema)
         self._options = {
             "schema": schema,
             "pool_size": pool_size,

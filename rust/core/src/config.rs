@@ -165,7 +165,10 @@ pub fn validate_schema_name(schema: &str) -> Result<()> {
     } else if schema.contains('\0') {
         Some("must not contain NUL characters".to_string())
     } else if schema.contains('$') {
-        Some("must not contain '$' (it would be unsafe inside the schema's function bodies)".to_string())
+        Some(
+            "must not contain '$' (it would be unsafe inside the schema's function bodies)"
+                .to_string(),
+        )
     } else if schema.starts_with("pg_") {
         Some("must not start with pg_ (reserved for PostgreSQL's system schemas)".to_string())
     } else {
@@ -396,7 +399,16 @@ mod tests {
 
     #[test]
     fn schema_names_that_are_unsafe_or_truncated_are_refused() {
-        for bad in ["", "a$$b", "$", "x$y", "a\0b", "pg_mine", &"x".repeat(64), &"ü".repeat(32)] {
+        for bad in [
+            "",
+            "a$$b",
+            "$",
+            "x$y",
+            "a\0b",
+            "pg_mine",
+            &"x".repeat(64),
+            &"ü".repeat(32),
+        ] {
             let err = validate_schema_name(bad).unwrap_err();
             assert_eq!(err.kind, crate::error::ErrorKind::Config, "{bad:?}");
         }

@@ -26,8 +26,8 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from . import embedded
-from .artifact_service import PostgresArtifactService
 from ._native import check_schema_name
+from .artifact_service import PostgresArtifactService
 from .database import DEFAULT_SCHEMA, Database
 from .errors import ConfigurationError
 from .memory_service import PostgresMemoryService

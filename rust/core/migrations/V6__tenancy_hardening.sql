@@ -47,7 +47,7 @@ $$;
 -- 2. Contents are immutable once written. A save locks an existing content row with a no-op
 --    `ON CONFLICT DO UPDATE`, which stays allowed; any real change is refused, for every role.
 --    created_xid (set here, whatever the inserter says) tells which transaction wrote a
---    content: chunks may be added only by that transaction.
+--    content: chunks may be added only by that transaction (or by the owner).
 ALTER TABLE {schema}.artifact_contents ADD COLUMN IF NOT EXISTS created_xid xid8;
 
 CREATE OR REPLACE FUNCTION {schema}.adk_postgres_content_created() RETURNS trigger
@@ -102,7 +102,10 @@ CREATE OR REPLACE FUNCTION {schema}.adk_postgres_chunk_added() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM {schema}.artifact_contents c
-                    WHERE c.sha256 = NEW.sha256 AND c.created_xid = pg_current_xact_id()) THEN
+                    WHERE c.sha256 = NEW.sha256 AND c.created_xid = pg_current_xact_id())
+       -- The owner may (a restore loads contents and chunks in separate transactions).
+       AND NOT (SELECT pg_has_role(current_user, t.relowner, 'MEMBER')
+                  FROM pg_class t WHERE t.oid = TG_RELID) THEN
         RAISE EXCEPTION 'chunks can be added only by the transaction that created the content'
             USING ERRCODE = 'insufficient_privilege';
     END IF;

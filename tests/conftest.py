@@ -72,9 +72,9 @@ async def make_service(
     """Factory for services on the test's schema; each call opens its own pool."""
     created: list[PostgresSessionService] = []
 
-    def factory(**options: object) -> PostgresSessionService:
+    def factory(uri: str | None = None, **options: object) -> PostgresSessionService:
         options.setdefault("schema", schema_name)
-        svc = PostgresSessionService(pg_url, **options)  # type: ignore[arg-type]
+        svc = PostgresSessionService(uri or pg_url, **options)  # type: ignore[arg-type]
         created.append(svc)
         return svc
 

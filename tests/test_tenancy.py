@@ -265,7 +265,7 @@ def test_tenancy_cli(pg_url: str, schema_name: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Hardening (migration 6): shared artifact contents cannot be changed or forged by a tenant,
+# Hardening (migration 7): shared artifact contents cannot be changed or forged by a tenant,
 # and the grant checks answer only for roles the caller may act as.
 # --------------------------------------------------------------------------------------------
 
@@ -519,8 +519,8 @@ async def test_check_functions_answer_only_granted_roles_about_themselves(
 async def test_upgrading_keeps_roles_granted_before_the_hardening(
     pg_url: str, schema_name: str, pg_admin: asyncpg.Connection, roles: list[str]
 ) -> None:
-    """Migration 6 grants EXECUTE to the roles already in `tenants` (it is re-run here on a
-    schema put back to version 5, the state an upgrade starts from)."""
+    """Migration 7 grants EXECUTE to the roles already in `tenants` (it is re-run here on a
+    schema put back to version 6, the state an upgrade starts from)."""
     role = roles[0]
     owner = Tenant(pg_url, schema_name)
     await owner.db.migrate()
@@ -532,7 +532,7 @@ async def test_upgrading_keeps_roles_granted_before_the_hardening(
     await pg_admin.execute(
         f"REVOKE EXECUTE ON FUNCTION {s}.adk_postgres_tenant_sees(name, text, text),"
         f" {s}.adk_postgres_tenant_sees_app(name, text) FROM {role};"
-        f" DELETE FROM {s}.adk_postgres_migrations WHERE version >= 6"
+        f" DELETE FROM {s}.adk_postgres_migrations WHERE version >= 7"
     )
     owner = Tenant(pg_url, schema_name)
     tenant = Tenant(as_role(pg_url, role), schema_name)

@@ -15,7 +15,7 @@ __version__: str
 AppendOutcome = Literal["appended", "already_stored", "stale", "not_found"]
 
 # (state, revision, last_update_time, app_state, user_state, events, incarnation, unsequenced)
-SessionRow = tuple[bytes, int, float, bytes | None, bytes | None, list[bytes], str, bool]
+SessionRow = tuple[bytes, int, float, bytes | None, bytes | None, list[bytes], int, bool]
 
 class Store:
     """A pooled PostgreSQL store for one schema. Construction does not connect."""
@@ -48,7 +48,7 @@ class Store:
         app_delta: bytes | None,
         user_delta: bytes | None,
         create_time: float,
-    ) -> Awaitable[tuple[int, bytes | None, bytes | None] | None]: ...
+    ) -> Awaitable[tuple[int, int, bytes | None, bytes | None] | None]: ...
     def get_session(
         self,
         app_name: str,
@@ -63,7 +63,7 @@ class Store:
     def list_sessions(
         self, app_name: str, user_id: str | None = None
     ) -> Awaitable[
-        tuple[bytes | None, list[tuple[str, bytes]], list[tuple[str, str, bytes, int, float]]]
+        tuple[bytes | None, list[tuple[str, bytes]], list[tuple[str, str, bytes, int, float, int]]]
     ]: ...
     def delete_session(self, app_name: str, user_id: str, session_id: str) -> Awaitable[bool]: ...
     def append_event(
@@ -72,6 +72,7 @@ class Store:
         user_id: str,
         session_id: str,
         expected_revision: int,
+        incarnation: int | None,
         event_id: str,
         invocation_id: str,
         timestamp: float,
@@ -94,7 +95,7 @@ class Store:
     ) -> Awaitable[tuple[bool, int, int, bool]]: ...
     def session_revision(
         self, app_name: str, user_id: str, session_id: str
-    ) -> Awaitable[tuple[int, float, str | None] | None]: ...
+    ) -> Awaitable[tuple[int, float, int, str | None] | None]: ...
     def get_user_state(self, app_name: str, user_id: str) -> Awaitable[bytes | None]: ...
 
 # (version, part_json, payload_kind, content, sha256, size, storage): content None → read it with

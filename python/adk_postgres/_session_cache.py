@@ -2,9 +2,14 @@
 
 A session this process has read is refreshed by fetching only the events stored after the
 revision it holds (one round trip that also returns the current revision, state and the
-session's incarnation tag), so a warm read validates only new events. Nothing is served without
+session's incarnation), so a warm read validates only new events. Nothing is served without
 that check: the cache saves decoding, never a round trip. Bounded by the JSON size of the
 events it holds; least recently used sessions go first.
+
+An entry is the history of one session at one stored revision and never changes. Reads and
+appends that overlap (they await the database in between) replace an entry only by
+compare-and-set on the entry they started from, so each read returns exactly the history of
+the revision it was answered at, and the byte count is always the sum of the entries held.
 
 Events are shared between the cache and the sessions it returns (as ADK's in-memory service
 shares them in light-copy mode): treat stored events as immutable.
@@ -13,7 +18,7 @@ shares them in light-copy mode): treat stored events as immutable.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 
 from google.adk.events.event import Event
 
@@ -22,26 +27,42 @@ from ._json import decode_events
 SessionKey = tuple[str, str, str]
 
 
-@dataclass
+@dataclass(frozen=True)
 class CachedHistory:
-    incarnation: str
+    """The events of one session incarnation as of ``revision``, oldest first."""
+
+    incarnation: int
     revision: int
-    events: list[Event] = field(default_factory=list)
+    events: tuple[Event, ...] = ()
     # Event JSON appended by this process, decoded on the next read: readers get the stored
     # form (what a cold read returns), not the caller's objects.
-    pending: list[bytes] = field(default_factory=list)
-    size: int = 0  # bytes of event JSON held
+    pending: tuple[bytes, ...] = ()
+    size: int = 0  # bytes of event JSON held (decoded and pending)
     # False when only the most recent events are held (read with num_recent_events or
     # after_timestamp): such an entry answers reads that need no more than that suffix.
     complete: bool = True
 
-    def history(self) -> list[Event]:
-        """The events held (all of them when ``complete``), oldest first; decodes pending
-        appends once."""
-        if self.pending:
-            self.events.extend(decode_events(self.pending))
-            self.pending = []
-        return self.events
+    def advanced(self, revision: int, new_events: list[bytes]) -> CachedHistory:
+        """This history with ``new_events`` (stored after ``self.revision``) added, pending
+        appends decoded. The events added are ``result.events[len(self.events):]``."""
+        raw = [*self.pending, *new_events]
+        events = self.events + tuple(decode_events(raw)) if raw else self.events
+        return replace(
+            self,
+            revision=revision,
+            events=events,
+            pending=(),
+            size=self.size + sum(map(len, new_events)),
+        )
+
+    def appended(self, revision: int, event_json: bytes) -> CachedHistory:
+        """This history with one event this process appended at ``revision``."""
+        return replace(
+            self,
+            revision=revision,
+            pending=(*self.pending, event_json),
+            size=self.size + len(event_json),
+        )
 
 
 class SessionCache:
@@ -66,35 +87,35 @@ class SessionCache:
         return entry
 
     def put(self, key: SessionKey, entry: CachedHistory) -> None:
-        self.discard(key)
+        """Holds ``entry`` for ``key``, whatever was there."""
+        self._remove(key)
+        self._insert(key, entry)
+
+    def replace(self, key: SessionKey, expected: CachedHistory, entry: CachedHistory) -> bool:
+        """Holds ``entry`` for ``key`` only if ``expected`` is still the one held (the entry
+        the caller started from before it awaited); ``False`` if something else happened."""
+        if self._entries.get(key) is not expected:
+            return False
+        if entry is not expected:
+            self._remove(key)
+            self._insert(key, entry)
+        return True
+
+    def discard(self, key: SessionKey, expected: CachedHistory | None = None) -> None:
+        """Drops the entry of ``key`` (only if it is ``expected``, when given)."""
+        if expected is None or self._entries.get(key) is expected:
+            self._remove(key)
+
+    def _insert(self, key: SessionKey, entry: CachedHistory) -> None:
         if entry.size > self.max_bytes:
             return  # larger than the whole cache: not worth evicting everything else
         self._entries[key] = entry
         self._bytes += entry.size
-        self._evict()
+        while self._bytes > self.max_bytes:
+            _, oldest = self._entries.popitem(last=False)
+            self._bytes -= oldest.size
 
-    def extend(
-        self, key: SessionKey, entry: CachedHistory, revision: int, raw: list[bytes]
-    ) -> None:
-        """Record the JSON of events stored after ``entry.revision`` (``entry`` is the cached
-        one for ``key``)."""
-        entry.history()  # keep order: earlier pending events first
-        entry.pending = list(raw)
-        entry.revision = revision
-        size = sum(map(len, raw))
-        entry.size += size
-        self._bytes += size
-        if entry.size > self.max_bytes:
-            self.discard(key)
-        else:
-            self._evict()
-
-    def discard(self, key: SessionKey) -> None:
+    def _remove(self, key: SessionKey) -> None:
         entry = self._entries.pop(key, None)
         if entry is not None:
             self._bytes -= entry.size
-
-    def _evict(self) -> None:
-        while self._bytes > self.max_bytes and self._entries:
-            _, oldest = self._entries.popitem(last=False)
-            self._bytes -= oldest.size

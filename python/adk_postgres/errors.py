@@ -73,6 +73,11 @@ class DatabaseError(AdkPostgresError):
     """Any other server-side error; ``sqlstate`` tells which."""
 
 
+class InternalError(AdkPostgresError, RuntimeError):
+    """A bug in adk-postgres itself (a task of its Rust core panicked). The call failed instead
+    of hanging; for an append, whether it was stored is unknown: reload the session."""
+
+
 __all__ = [
     "AdkPostgresError",
     "ClosedError",
@@ -82,6 +87,7 @@ __all__ = [
     "DatabaseError",
     "InsufficientPrivilegeError",
     "IntegrityError",
+    "InternalError",
     "PoolTimeoutError",
     "ProcessForkedError",
     "SchemaError",

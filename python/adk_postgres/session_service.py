@@ -124,14 +124,43 @@ def _covers(events: list[Event], complete: bool, config: GetSessionConfig | None
     return False
 
 
-def _marker_revision(session: Session) -> int | None:
+def _marker(revision: int, incarnation: int) -> str:
+    """The storage marker of a session: the stored revision it reflects and the incarnation of
+    the session it was read from (a session deleted and re-created under the same id is
+    another incarnation, whose revisions start again at 0)."""
+    return f"{revision}:{incarnation}"
+
+
+def _parse_marker(session: Session) -> tuple[int, int | None] | None:
+    """(revision, incarnation) of a session's marker; ``None`` without one of ours."""
     marker = session._storage_update_marker
     if marker is None:
         return None
+    revision, _, incarnation = marker.partition(":")
     try:
-        return int(marker)
+        return int(revision), int(incarnation) if incarnation else None
     except ValueError:
         return None  # a marker from another service (e.g. ADK's timestamp marker)
+
+
+def _refreshed(cached: CachedHistory, row: SessionRow) -> CachedHistory | None:
+    """The cached history brought up to the row's revision (the row holds the events stored
+    after ``cached.revision``); ``None`` when it cannot be (the session was re-created, ADK's
+    own service wrote events, or history was rewritten)."""
+    _, revision, _, _, _, new_json, incarnation, unsequenced = row
+    if incarnation != cached.incarnation or unsequenced or revision < cached.revision:
+        return None
+    if revision == cached.revision and not cached.pending:
+        return cached
+    refreshed = cached.advanced(revision, new_json)
+    # A cold read orders events by (timestamp, id); events added in revision order match it
+    # only if they come in that order. One that does not (a back-dated event) cannot be placed
+    # by appending: reload in full.
+    events = refreshed.events
+    for i in range(max(len(cached.events), 1), len(events)):
+        if (events[i].timestamp, events[i].id) < (events[i - 1].timestamp, events[i - 1].id):
+            return None
+    return refreshed
 
 
 class PostgresSessionService(DatabaseBacked, BaseSessionService):
@@ -190,7 +219,7 @@ class PostgresSessionService(DatabaseBacked, BaseSessionService):
         )
         if created is None:
             raise AlreadyExistsError(f"Session with id {session_id} already exists.")
-        revision, app_json, user_json = created
+        revision, incarnation, app_json, user_json = created
         session = Session(
             app_name=app_name,
             user_id=user_id,
@@ -201,7 +230,7 @@ class PostgresSessionService(DatabaseBacked, BaseSessionService):
             ),
             last_update_time=create_time,
         )
-        session._storage_update_marker = str(revision)
+        session._storage_update_marker = _marker(revision, incarnation)
         return session
 
     @override
@@ -218,15 +247,23 @@ class PostgresSessionService(DatabaseBacked, BaseSessionService):
         _check_key(app_name=app_name, user_id=user_id, session_id=session_id)
         key = (app_name, user_id, session_id)
         store = await self._database.store()
-        cached = self._cache.get(key) if self._cache is not None else None
-        if cached is not None:
+        cache = self._cache
+        cached = cache.get(key) if cache is not None else None
+        if cache is not None and cached is not None:
             row = await store.get_session_since(app_name, user_id, session_id, cached.revision)
             if row is None:
-                self._cache.discard(key)  # type: ignore[union-attr]
+                cache.discard(key, cached)
                 return None
-            events = self._refresh_cached(key, cached, row)
-            if events is not None and _covers(events, cached.complete, config):
-                return self._session_from_row(key, row, _select_events(events, config))
+            refreshed = _refreshed(cached, row)
+            if refreshed is None:
+                cache.discard(key, cached)
+            else:
+                # Only over the entry this read started from: a concurrent read or append may
+                # have replaced it meanwhile (this read's answer is right either way).
+                cache.replace(key, cached, refreshed)
+                events = list(refreshed.events)
+                if _covers(events, refreshed.complete, config):
+                    return self._session_from_row(key, row, _select_events(events, config))
         full_read = config is None or (
             config.num_recent_events is None and config.after_timestamp is None
         )
@@ -241,14 +278,14 @@ class PostgresSessionService(DatabaseBacked, BaseSessionService):
         if row is None:
             return None
         events = decode_events(row[5])
-        if self._cache is not None:
+        if cache is not None:
             wanted = config.num_recent_events if config is not None else None
-            self._cache.put(
+            cache.put(
                 key,
                 CachedHistory(
                     incarnation=row[6],
                     revision=row[1],
-                    events=list(events),
+                    events=tuple(events),
                     size=sum(map(len, row[5])),
                     # Fewer events than asked for means there are no more.
                     complete=full_read
@@ -263,36 +300,11 @@ class PostgresSessionService(DatabaseBacked, BaseSessionService):
             )
         return self._session_from_row(key, row, events)
 
-    def _refresh_cached(
-        self, key: tuple[str, str, str], cached: CachedHistory, row: SessionRow
-    ) -> list[Event] | None:
-        """Bring a cached history up to the row's revision; ``None`` when it cannot be (the
-        session was re-created, ADK's own service wrote events, or history was rewritten)."""
-        _, revision, _, _, _, new_json, incarnation, unsequenced = row
-        assert self._cache is not None
-        if incarnation != cached.incarnation or unsequenced or revision < cached.revision:
-            self._cache.discard(key)
-            return None
-        if revision == cached.revision:
-            return cached.history()
-        boundary = len(cached.history())
-        self._cache.extend(key, cached, revision, new_json)
-        events = cached.history()
-        # New events sort after the ones held when appended in time order; one older than
-        # what is cached (a back-dated event) cannot be placed by appending: reload in full.
-        if (
-            0 < boundary < len(events)
-            and events[boundary].timestamp < events[boundary - 1].timestamp
-        ):
-            self._cache.discard(key)
-            return None
-        return events
-
     @staticmethod
     def _session_from_row(
         key: tuple[str, str, str], row: SessionRow, events: list[Event]
     ) -> Session:
-        state_json, revision, last_update_time, app_json, user_json = row[:5]
+        state_json, revision, last_update_time, app_json, user_json, _, incarnation, _ = row
         app_name, user_id, session_id = key
         session = Session(
             app_name=app_name,
@@ -304,7 +316,7 @@ class PostgresSessionService(DatabaseBacked, BaseSessionService):
             events=list(events),
             last_update_time=last_update_time,
         )
-        session._storage_update_marker = str(revision)
+        session._storage_update_marker = _marker(revision, incarnation)
         return session
 
     @override
@@ -317,7 +329,7 @@ class PostgresSessionService(DatabaseBacked, BaseSessionService):
         app_state = decode_state(app_json)
         user_states = {uid: decode_state(data) for uid, data in user_rows}
         sessions = []
-        for uid, sid, state_json, revision, last_update_time in session_rows:
+        for uid, sid, state_json, revision, last_update_time, incarnation in session_rows:
             session = Session(
                 app_name=app_name,
                 user_id=uid,
@@ -325,7 +337,7 @@ class PostgresSessionService(DatabaseBacked, BaseSessionService):
                 state=_merge_state(decode_state(state_json), app_state, user_states.get(uid, {})),
                 last_update_time=last_update_time,
             )
-            session._storage_update_marker = str(revision)
+            session._storage_update_marker = _marker(revision, incarnation)
             sessions.append(session)
         return ListSessionsResponse(sessions=sessions)
 
@@ -336,6 +348,8 @@ class PostgresSessionService(DatabaseBacked, BaseSessionService):
         _check_key(app_name=app_name, user_id=user_id, session_id=session_id)
         store = await self._database.store()
         await store.delete_session(app_name, user_id, session_id)
+        # Unconditionally: whatever a concurrent read put there meanwhile may predate the
+        # delete (a re-created session is told apart by its incarnation anyway).
         if self._cache is not None:
             self._cache.discard((app_name, user_id, session_id))
 
@@ -367,15 +381,15 @@ class PostgresSessionService(DatabaseBacked, BaseSessionService):
         user_json = _encode_delta(user_delta, "user state delta")
 
         store = await self._database.store()
-        expected = _marker_revision(session)
-        if expected is None:
-            expected = await self._revision_of_unmarked(session)
+        expected = _parse_marker(session) or await self._revision_of_unmarked(session)
+        revision_held, incarnation = expected
         try:
             outcome, revision = await store.append_event(
                 session.app_name,
                 session.user_id,
                 session.id,
-                expected,
+                revision_held,
+                incarnation,
                 event.id,
                 event.invocation_id,
                 event.timestamp,
@@ -397,45 +411,44 @@ class PostgresSessionService(DatabaseBacked, BaseSessionService):
             raise SessionNotFoundError(f"Session {session.id} not found.")
         if outcome == "stale":
             raise StaleSessionError(_STALE_MESSAGE)
-        # "appended", or "already_stored": an earlier attempt of this very append committed.
-        self._note_append(session, expected, outcome, revision, event_json)
+        # "appended", or "already_stored": an earlier attempt of this very append committed
+        # (at `revision`; whatever others appended after it, this caller has yet to read).
+        assert revision is not None
+        if outcome == "appended" and incarnation is not None:
+            self._note_append(session, expected, revision, event_json)
         session.last_update_time = event.timestamp
-        session._storage_update_marker = str(revision)
+        if incarnation is not None:
+            session._storage_update_marker = _marker(revision, incarnation)
+        else:
+            session._storage_update_marker = str(revision)
         return self._commit_event_to_session(session, event)
 
     def _note_append(
-        self,
-        session: Session,
-        expected: int,
-        outcome: str,
-        revision: int | None,
-        event_json: bytes,
+        self, session: Session, expected: tuple[int, int | None], revision: int, event_json: bytes
     ) -> None:
-        """Keep a cached history current after this process appended to it."""
+        """Extend the cached history by the event this process just stored, if the cache
+        holds exactly the revision the append extended. Any other entry is left as it is: it
+        is still the history of its own revision, and the next read refreshes it."""
         if self._cache is None:
             return
         key = (session.app_name, session.user_id, session.id)
         cached = self._cache.get(key)
-        if cached is None:
-            return
-        if outcome == "appended" and revision is not None and cached.revision == expected:
-            self._cache.extend(key, cached, revision, [event_json])
-        else:
-            self._cache.discard(key)
+        if cached is not None and (cached.revision, cached.incarnation) == expected:
+            self._cache.replace(key, cached, cached.appended(revision, event_json))
 
-    async def _revision_of_unmarked(self, session: Session) -> int:
+    async def _revision_of_unmarked(self, session: Session) -> tuple[int, int]:
         """ADK's rule for session objects without a marker (built by hand): stale only if the
         store moved past the session's time and its latest event is not the session's."""
         store = await self._database.store()
         info = await store.session_revision(session.app_name, session.user_id, session.id)
         if info is None:
             raise SessionNotFoundError(f"Session {session.id} not found.")
-        revision, stored_update_time, last_event_id = info
+        revision, stored_update_time, incarnation, last_event_id = info
         if stored_update_time > session.last_update_time:
             local_last = session.events[-1].id if session.events else None
             if last_event_id != local_last:
                 raise StaleSessionError(_STALE_MESSAGE)
-        return revision
+        return revision, incarnation
 
     def __repr__(self) -> str:
         return f"PostgresSessionService({self._database.describe()})"

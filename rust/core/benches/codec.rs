@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use adk_postgres_core::codec::{decode, encode, keep_floats_for_jsonb};
-use adk_postgres_core::sessions::{NewEvent, SessionKey};
+use adk_postgres_core::sessions::{Expected, NewEvent, SessionKey};
 use adk_postgres_core::{Store, StoreConfig, StoreOptions};
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -89,7 +89,14 @@ fn store_ops(c: &mut Criterion) {
                 user_delta: Some(br#"{"last_turn":1}"#),
             };
             match rt
-                .block_on(store.append_event(key, revision, event))
+                .block_on(store.append_event(
+                    key,
+                    Expected {
+                        revision,
+                        incarnation: None,
+                    },
+                    event,
+                ))
                 .unwrap()
             {
                 adk_postgres_core::AppendOutcome::Appended(r) => revision = r,

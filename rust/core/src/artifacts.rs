@@ -29,16 +29,16 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use deadpool_postgres::{GenericClient, Object};
+use deadpool_postgres::Object;
 use futures_util::{pin_mut, TryStreamExt};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
-use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
-use crate::codec::{JsonParam, JsonText};
+use crate::codec::{JsonText, JsonTextParam};
 use crate::error::{ErrorKind, Result, StoreError};
 use crate::sql::quote_ident;
+use crate::statement::Param;
 use crate::store::{Retry, Store};
 
 /// Bytes per `artifact_chunks` row, and the largest payload saved or loaded in one statement.
@@ -581,14 +581,14 @@ struct SaveParams<'a> {
     storage: &'static str,
     chunk0: Option<&'a [u8]>,
     kind: i16,
-    part: JsonParam<'a>,
+    part: JsonTextParam<'a>,
     mime: Option<&'a str>,
-    meta: Option<JsonParam<'a>>,
+    meta: Option<JsonTextParam<'a>>,
     create_time: f64,
 }
 
 impl SaveParams<'_> {
-    fn refs(&self) -> [&(dyn ToSql + Sync); 13] {
+    fn refs(&self) -> [&dyn Param; 13] {
         [
             &self.key.app_name,
             &self.key.user_id,
@@ -624,20 +624,14 @@ fn release_on_failure<T>(conn: Object, result: &Result<T>) {
 }
 
 impl Store {
-    /// Runs one statement on a connection or transaction, through the statement cache when
-    /// enabled.
-    async fn run<C: GenericClient + Sync>(
+    /// Runs one statement in a transaction (see `statement.rs`).
+    async fn run(
         &self,
-        client: &C,
+        tx: &deadpool_postgres::Transaction<'_>,
         sql: &str,
-        params: &[&(dyn ToSql + Sync)],
+        params: &[&dyn Param],
     ) -> Result<Vec<Row>> {
-        if self.config().options.statement_cache {
-            let stmt = client.prepare_cached(sql).await?;
-            Ok(client.query(&stmt, params).await?)
-        } else {
-            Ok(client.query(sql, params).await?)
-        }
+        self.statements().query(tx, sql, params).await
     }
 
     /// Saves a new version of an artifact and returns its number (0 for the first).
@@ -669,9 +663,9 @@ impl Store {
             storage: storage.as_str(),
             chunk0: with_chunk.then_some(payload),
             kind: version.payload_kind,
-            part: JsonParam(version.part_json),
+            part: JsonTextParam(version.part_json),
             mime: version.mime_type,
-            meta: version.custom_metadata.map(JsonParam),
+            meta: version.custom_metadata.map(JsonTextParam),
             create_time: version.create_time,
         };
         if storage == Storage::Db && payload.len() <= CHUNK_SIZE {
@@ -842,7 +836,8 @@ impl Store {
                     if !is_tmp {
                         // Most files are in use: one query per batch finds them.
                         let used = self
-                            .run(&conn, &backend.sql.fs_contents_among, &[&candidates])
+                            .statements()
+                            .query(&conn, &backend.sql.fs_contents_among, &[&candidates])
                             .await?;
                         let used: std::collections::HashSet<Vec<u8>> =
                             used.iter().map(|r| r.get(0)).collect();
@@ -953,13 +948,10 @@ impl Store {
     ) -> Result<bool> {
         let conn = self.connection().await?;
         let result = async {
-            let stream = if self.config().options.statement_cache {
-                let stmt = conn.prepare_cached(&backend.sql.read_chunks).await?;
-                conn.query_raw(&stmt, [sha256]).await?
-            } else {
-                conn.query_raw(backend.sql.read_chunks.as_str(), [sha256])
-                    .await?
-            };
+            let stream = self
+                .statements()
+                .stream(&conn, &backend.sql.read_chunks, &[&sha256])
+                .await?;
             pin_mut!(stream);
             let mut filled = 0usize;
             // Rows arrive as the server sends them (tokio-postgres' response channel holds a

@@ -23,26 +23,38 @@
 //! connection), PostgreSQL turns the COMMIT into a ROLLBACK and each append of the flight runs
 //! again alone, so an error reaches only its own caller; appends are idempotent by event id,
 //! so a repeat after an unknown commit outcome is recognised.
+//!
+//! The queue is bounded ([`QUEUE_LIMIT`] appends waiting or flying per store) and a queued
+//! append waits no longer than the pool's `acquire_timeout`, as it would for a connection: a
+//! caller whose time runs out before a flight took its append gets a `PoolTimeout` error and
+//! the append is never sent. A flight that fails or panics still lands, so its app is never
+//! left marked as in the air.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::pin::Pin;
-use std::sync::Weak;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use deadpool_postgres::Object;
 use futures_util::future::join_all;
-use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::types::ToSql;
-use tokio_postgres::Row;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 use crate::codec::JsonParam;
 use crate::error::{ErrorKind, Result, StoreError};
-use crate::sessions::{AppendOutcome, NewEvent, SessionKey};
+use crate::sessions::{AppendOutcome, Expected, NewEvent, SessionKey};
+use crate::statement::{in_order, On, Param, Step};
 use crate::store::Store;
 
-/// Most appends in one flight. `join_all` polls up to 30 futures in order on its first poll,
-/// which is what sends the pipelined statements in order: 24 appends + BEGIN, three lock
-/// statements and COMMIT stay under that.
+/// Most appends in one flight: more would hold the app's row lock longer for little gain (the
+/// commit is shared already), and keeps one flight's pipeline a few dozen messages.
 pub const MAX_BATCH: usize = 24;
+
+/// Most appends waiting or flying in one store's queue; more callers wait for room (within
+/// their `acquire_timeout`), so a burst cannot grow the queue without bound.
+pub const QUEUE_LIMIT: usize = 16 * MAX_BATCH;
 
 /// Bytes owned by an append in flight (the Python layer passes its `bytes` without copying).
 pub type Blob = Box<dyn AsRef<[u8]> + Send + Sync>;
@@ -52,7 +64,7 @@ pub struct OwnedAppend {
     pub app_name: String,
     pub user_id: String,
     pub session_id: String,
-    pub expected_revision: i64,
+    pub expected: Expected,
     pub event_id: String,
     pub invocation_id: String,
     pub timestamp: f64,
@@ -84,39 +96,151 @@ impl OwnedAppend {
     }
 }
 
-struct Queued {
-    append: OwnedAppend,
+/// Who decides a queued append's fate first: a flight taking it, or its caller giving up.
+const QUEUED: u8 = 0;
+const TAKEN: u8 = 1;
+const WITHDRAWN: u8 = 2;
+
+pub(crate) struct Queued {
+    pub(crate) append: OwnedAppend,
     reply: oneshot::Sender<Result<AppendOutcome>>,
+    claim: Arc<AtomicU8>,
+    /// The append's place in the bounded queue, given back when it is answered.
+    _room: OwnedSemaphorePermit,
+}
+
+impl Queued {
+    /// Takes the append for a flight, unless its caller withdrew (or was cancelled) first.
+    fn take(&self) -> bool {
+        !self.reply.is_closed()
+            && self
+                .claim
+                .compare_exchange(QUEUED, TAKEN, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+    }
+
+    pub(crate) fn answer(self, outcome: Result<AppendOutcome>) {
+        let _ = self.reply.send(outcome);
+    }
 }
 
 enum Message {
-    Append(Queued),
-    /// A flight of this app has committed (or failed): the next one may leave.
+    Append(Box<Queued>),
+    /// A flight of this app has ended (committed, failed or panicked): the next may leave.
     Landed(String),
 }
+
+/// Runs one flight: answers every append of the batch (dropping one unanswered tells its
+/// caller the flight was lost).
+pub(crate) type Flight =
+    Arc<dyn Fn(Vec<Queued>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 /// The queue in front of one store's appends.
 pub(crate) struct Coalescer {
     queue: mpsc::UnboundedSender<Message>,
+    room: Arc<Semaphore>,
 }
 
 impl Coalescer {
-    /// Starts the dispatcher on the current tokio runtime. It holds the store weakly and ends
-    /// when the store (which owns the queue's sender) is dropped.
+    /// Starts the dispatcher of `store`'s appends on the current tokio runtime. It holds the
+    /// store weakly and ends when the store (which owns the queue's sender) is dropped.
     pub(crate) fn start(store: Weak<Store>) -> Self {
-        let (queue, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(dispatch(store, queue.downgrade(), receiver));
-        Coalescer { queue }
+        let flight: Flight = Arc::new(move |batch| {
+            let store = store.clone();
+            Box::pin(async move {
+                if let Some(store) = store.upgrade() {
+                    fly(&store, batch).await;
+                } // else: dropping the batch tells its callers
+            })
+        });
+        Self::with_flight(flight, QUEUE_LIMIT)
     }
 
-    pub(crate) async fn append(&self, append: OwnedAppend) -> Result<AppendOutcome> {
-        let (reply, answer) = oneshot::channel();
+    pub(crate) fn with_flight(flight: Flight, limit: usize) -> Self {
+        let (queue, receiver) = mpsc::unbounded_channel();
+        tokio::spawn(dispatch(flight, queue.downgrade(), receiver));
+        Coalescer {
+            queue,
+            room: Arc::new(Semaphore::new(limit)),
+        }
+    }
+
+    /// Queues an append and waits for its outcome. Waiting for room in the queue and for a
+    /// flight to take the append together last at most `timeout`; once taken, the flight
+    /// answers (its connection has its own timeouts).
+    pub(crate) async fn append(
+        &self,
+        append: OwnedAppend,
+        timeout: Duration,
+    ) -> Result<AppendOutcome> {
+        let deadline = Instant::now() + timeout;
+        let room = match tokio::time::timeout_at(deadline, self.room.clone().acquire_owned()).await
+        {
+            Ok(Ok(room)) => room,
+            Ok(Err(_)) => return Err(closed()),
+            Err(_) => return Err(queue_timeout(timeout)),
+        };
+        let claim = Arc::new(AtomicU8::new(QUEUED));
+        let (reply, mut answer) = oneshot::channel();
+        let queued = Queued {
+            append,
+            reply,
+            claim: claim.clone(),
+            _room: room,
+        };
         self.queue
-            .send(Message::Append(Queued { append, reply }))
-            .map_err(|_| StoreError::new(ErrorKind::Closed, "the store is closed"))?;
-        answer
-            .await
-            .map_err(|_| StoreError::new(ErrorKind::Closed, "the store is closed"))?
+            .send(Message::Append(Box::new(queued)))
+            .map_err(|_| closed())?;
+        tokio::select! {
+            outcome = &mut answer => outcome.map_err(|_| flight_lost())?,
+            () = tokio::time::sleep_until(deadline) => {
+                if claim
+                    .compare_exchange(QUEUED, WITHDRAWN, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    return Err(queue_timeout(timeout));
+                }
+                // A flight took it just now: its outcome stands.
+                answer.await.map_err(|_| flight_lost())?
+            }
+        }
+    }
+}
+
+fn closed() -> StoreError {
+    StoreError::new(ErrorKind::Closed, "the store is closed")
+}
+
+fn queue_timeout(timeout: Duration) -> StoreError {
+    StoreError::new(
+        ErrorKind::PoolTimeout,
+        format!(
+            "the append waited {:.1} s (the acquire timeout) in the queue of appends to its app's \
+             state without being sent; nothing was written (raise pool_size or acquire_timeout)",
+            timeout.as_secs_f64()
+        ),
+    )
+}
+
+fn flight_lost() -> StoreError {
+    StoreError::new(
+        ErrorKind::Internal,
+        "the append's flight ended without an answer (an internal error or the store closing); \
+         whether it was stored is unknown: reload the session",
+    )
+}
+
+/// Sends `Landed` when dropped: after the flight returns, fails or panics.
+struct Landing {
+    app: Option<String>,
+    queue: mpsc::WeakUnboundedSender<Message>,
+}
+
+impl Drop for Landing {
+    fn drop(&mut self) {
+        if let (Some(app), Some(queue)) = (self.app.take(), self.queue.upgrade()) {
+            let _ = queue.send(Message::Landed(app));
+        }
     }
 }
 
@@ -124,7 +248,7 @@ impl Coalescer {
 /// append whose app has no flight in the air leaves at once (alone); the others wait for that
 /// flight to land and then leave together.
 async fn dispatch(
-    store: Weak<Store>,
+    flight: Flight,
     landed: mpsc::WeakUnboundedSender<Message>,
     mut receiver: mpsc::UnboundedReceiver<Message>,
 ) {
@@ -135,10 +259,10 @@ async fn dispatch(
             Message::Append(queued) => {
                 let app = queued.append.app_name.clone();
                 if flying.contains(&app) {
-                    waiting.entry(app).or_default().push(queued);
+                    waiting.entry(app).or_default().push(*queued);
                     continue;
                 }
-                (app, vec![queued])
+                (app, vec![*queued])
             }
             Message::Landed(app) => match waiting.get_mut(&app) {
                 Some(queue) if !queue.is_empty() => {
@@ -153,20 +277,24 @@ async fn dispatch(
                 }
             },
         };
-        let (Some(store), Some(landed)) = (store.upgrade(), landed.upgrade()) else {
-            return; // the store is gone: dropping the queues tells their callers
-        };
+        // Appends whose callers withdrew or were cancelled while queued are not sent.
+        let batch: Vec<Queued> = batch.into_iter().filter(Queued::take).collect();
         flying.insert(app.clone());
+        let landing = Landing {
+            app: Some(app),
+            queue: landed.clone(),
+        };
+        let run = flight.clone();
         tokio::spawn(async move {
-            fly(&store, batch).await;
-            let _ = landed.send(Message::Landed(app));
+            let _landing = landing;
+            if !batch.is_empty() {
+                run(batch).await;
+            }
         });
     }
 }
 
-async fn fly(store: &Store, mut batch: Vec<Queued>) {
-    // A caller that gave up (asyncio cancellation) before its flight left is not appended.
-    batch.retain(|queued| !queued.reply.is_closed());
+async fn fly(store: &Store, batch: Vec<Queued>) {
     if batch.len() > 1 {
         if let Ok(rows) = store.append_together(&batch).await {
             for (queued, row) in batch.into_iter().zip(rows) {
@@ -174,10 +302,12 @@ async fn fly(store: &Store, mut batch: Vec<Queued>) {
                     Some(revision) => Ok(AppendOutcome::Appended(revision)),
                     None => {
                         let append = &queued.append;
-                        store.refused_append(append.key(), &append.event_id).await
+                        store
+                            .refused_append(append.key(), append.expected, &append.event())
+                            .await
                     }
                 };
-                let _ = queued.reply.send(outcome);
+                queued.answer(outcome);
             }
             return;
         }
@@ -186,31 +316,53 @@ async fn fly(store: &Store, mut batch: Vec<Queued>) {
     join_all(batch.into_iter().map(|queued| async move {
         let append = &queued.append;
         let outcome = store
-            .append_event(append.key(), append.expected_revision, append.event())
+            .append_event(append.key(), append.expected, append.event())
             .await;
-        let _ = queued.reply.send(outcome);
+        queued.answer(outcome);
     }))
     .await;
 }
 
-type RowsFuture<'a> = Pin<Box<dyn std::future::Future<Output = Result<Vec<Row>>> + Send + 'a>>;
-
-/// A pipeline step: a statement without parameters or results (simple protocol).
-fn simple<'a>(conn: &'a Object, text: &'static str) -> RowsFuture<'a> {
-    Box::pin(async move {
-        conn.batch_execute(text).await?;
-        Ok(Vec::new())
-    })
+/// The parameters of `SessionSql::append` for one append.
+struct AppendParams<'a> {
+    append: &'a OwnedAppend,
+    event: NewEvent<'a>,
+    session_delta: Option<JsonParam<'a>>,
+    event_json: JsonParam<'a>,
+    app_delta: Option<JsonParam<'a>>,
+    user_delta: Option<JsonParam<'a>>,
 }
 
-/// A pipeline step: a prepared statement; sent on its first poll.
-fn query<'a>(
-    conn: &'a Object,
-    stmt: &tokio_postgres::Statement,
-    args: Vec<&'a (dyn ToSql + Sync)>,
-) -> RowsFuture<'a> {
-    let stmt = stmt.clone();
-    Box::pin(async move { Ok(conn.query(&stmt, &args).await?) })
+impl<'a> AppendParams<'a> {
+    fn of(append: &'a OwnedAppend) -> Self {
+        let event = append.event();
+        AppendParams {
+            append,
+            event,
+            session_delta: event.session_delta.map(JsonParam),
+            event_json: JsonParam(event.event_json),
+            app_delta: event.app_delta.map(JsonParam),
+            user_delta: event.user_delta.map(JsonParam),
+        }
+    }
+
+    fn refs(&self) -> [&dyn Param; 12] {
+        let a = self.append;
+        [
+            &a.app_name,
+            &a.user_id,
+            &a.session_id,
+            &a.expected.revision,
+            &self.session_delta,
+            &self.event.timestamp,
+            &self.event.event_id,
+            &self.event.invocation_id,
+            &self.event_json,
+            &self.app_delta,
+            &self.user_delta,
+            &a.expected.incarnation,
+        ]
+    }
 }
 
 impl Store {
@@ -230,24 +382,7 @@ impl Store {
 
     async fn pipeline(&self, conn: &Object, batch: &[Queued]) -> Result<Vec<Option<i64>>> {
         let sql = &self.sql;
-        let cached = self.config().options.statement_cache;
-        let prepare = |text: &str| {
-            let text = text.to_owned();
-            async move {
-                if cached {
-                    conn.prepare_cached(&text).await
-                } else {
-                    conn.prepare(&text).await
-                }
-            }
-        };
-        // Prepared before the pipeline (a cache hit after the first flight on a connection),
-        // so that each statement below is sent on its first poll.
-        let append = prepare(&sql.append).await?;
-        let lock_sessions = prepare(&sql.lock_sessions).await?;
-        let lock_apps = prepare(&sql.lock_app_states).await?;
-        let lock_users = prepare(&sql.lock_user_states).await?;
-
+        let on = On::from(conn);
         let column = |pick: fn(&OwnedAppend) -> &str, with: fn(&OwnedAppend) -> bool| {
             batch
                 .iter()
@@ -263,49 +398,38 @@ impl Store {
         let user_apps = column(|a| a.app_name.as_str(), |a| a.user_delta.is_some());
         let user_ids = column(|a| a.user_id.as_str(), |a| a.user_delta.is_some());
 
-        let params: Vec<[Box<dyn ToSql + Sync + Send + '_>; 11]> = batch
-            .iter()
-            .map(|q| {
-                let a = &q.append;
-                let e = a.event();
-                [
-                    Box::new(a.app_name.as_str()) as Box<dyn ToSql + Sync + Send>,
-                    Box::new(a.user_id.as_str()),
-                    Box::new(a.session_id.as_str()),
-                    Box::new(a.expected_revision),
-                    Box::new(e.session_delta.map(JsonParam)),
-                    Box::new(e.timestamp),
-                    Box::new(e.event_id),
-                    Box::new(e.invocation_id),
-                    Box::new(JsonParam(e.event_json)),
-                    Box::new(e.app_delta.map(JsonParam)),
-                    Box::new(e.user_delta.map(JsonParam)),
-                ]
-            })
-            .collect();
+        let params: Vec<AppendParams<'_>> = batch.iter().map(|q| AppendParams::of(&q.append)).collect();
 
-        let mut steps: Vec<RowsFuture<'_>> = vec![simple(conn, "BEGIN")];
-        steps.push(query(
-            conn,
-            &lock_sessions,
-            vec![&session_apps, &session_users, &session_ids],
-        ));
+        // Made ready before the pipeline (prepared, in cached mode: a cache hit after the
+        // first flight on a connection), so that each step below is sent on its first poll.
+        let statements = self.statements();
+        let append = statements.ready(on, &sql.append, &params[0].refs()).await?;
+        let lock_sessions = statements
+            .ready(on, &sql.lock_sessions, &[&session_apps, &session_users, &session_ids])
+            .await?;
+        let lock_apps = statements
+            .ready(on, &sql.lock_app_states, &[&app_names])
+            .await?;
+        let lock_users = statements
+            .ready(on, &sql.lock_user_states, &[&user_apps, &user_ids])
+            .await?;
+
+        let mut steps: Vec<Step<'_>> = vec![on.simple("BEGIN")];
+        steps.push(lock_sessions.step(on, vec![&session_apps, &session_users, &session_ids]));
         if !app_names.is_empty() {
-            steps.push(query(conn, &lock_apps, vec![&app_names]));
+            steps.push(lock_apps.step(on, vec![&app_names]));
         }
         if !user_ids.is_empty() {
-            steps.push(query(conn, &lock_users, vec![&user_apps, &user_ids]));
+            steps.push(lock_users.step(on, vec![&user_apps, &user_ids]));
         }
         let first_append = steps.len();
         for args in &params {
-            let refs: Vec<&(dyn ToSql + Sync)> =
-                args.iter().map(|b| &**b as &(dyn ToSql + Sync)).collect();
-            steps.push(query(conn, &append, refs));
+            steps.push(append.step(on, args.refs().to_vec()));
         }
-        steps.push(simple(conn, "COMMIT"));
+        steps.push(on.simple("COMMIT"));
         let commit_step = steps.len() - 1;
 
-        let mut results = join_all(steps).await;
+        let mut results = in_order(steps).await;
         // After an error PostgreSQL fails the rest and answers COMMIT with ROLLBACK, so any
         // error means nothing was committed (or, for a connection lost during COMMIT, that
         // this is unknown — the appends re-run alone then recognise their own event ids).
@@ -319,5 +443,121 @@ impl Store {
                     .and_then(|rows| rows.first().map(|row| row.get::<_, i64>(0)))
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    fn append(app: &str, n: i64) -> OwnedAppend {
+        OwnedAppend {
+            app_name: app.into(),
+            user_id: "u".into(),
+            session_id: format!("s{n}"),
+            expected: Expected {
+                revision: n,
+                incarnation: None,
+            },
+            event_id: format!("e{n}"),
+            invocation_id: "i".into(),
+            timestamp: 0.0,
+            event_json: Box::new(b"{}".to_vec()),
+            session_delta: None,
+            app_delta: Some(Box::new(b"{}".to_vec())),
+            user_delta: None,
+        }
+    }
+
+    /// A flight that answers each append with its expected revision + 1 after `delay`, and
+    /// panics on the first flight of app "boom".
+    fn fake_flight(delay: Duration, flown: Arc<Mutex<Vec<String>>>) -> Flight {
+        let boomed = Arc::new(AtomicU8::new(0));
+        Arc::new(move |batch: Vec<Queued>| {
+            let flown = flown.clone();
+            let boomed = boomed.clone();
+            Box::pin(async move {
+                tokio::time::sleep(delay).await;
+                for queued in batch {
+                    let app = queued.append.app_name.clone();
+                    if app == "boom" && boomed.swap(1, Ordering::SeqCst) == 0 {
+                        panic!("a flight panicked");
+                    }
+                    flown.lock().unwrap().push(queued.append.event_id.clone());
+                    let revision = queued.append.expected.revision + 1;
+                    queued.answer(Ok(AppendOutcome::Appended(revision)));
+                }
+            })
+        })
+    }
+
+    #[tokio::test]
+    async fn a_panicking_flight_answers_with_an_error_and_its_app_flies_again() {
+        let flown = Arc::new(Mutex::new(Vec::new()));
+        let queue = Coalescer::with_flight(fake_flight(Duration::ZERO, flown.clone()), 100);
+        let wait = Duration::from_secs(5);
+        let first = queue.append(append("boom", 1), wait).await.unwrap_err();
+        assert_eq!(first.kind, ErrorKind::Internal);
+        // Had the panic left "boom" marked as flying, this would wait forever.
+        let second = tokio::time::timeout(wait, queue.append(append("boom", 2), wait))
+            .await
+            .expect("the app's next append was not stuck behind the panicked flight");
+        assert_eq!(second.unwrap(), AppendOutcome::Appended(3));
+    }
+
+    #[tokio::test]
+    async fn a_queued_append_honours_the_timeout_and_is_never_sent() {
+        let flown = Arc::new(Mutex::new(Vec::new()));
+        let queue = Arc::new(Coalescer::with_flight(
+            fake_flight(Duration::from_millis(400), flown.clone()),
+            100,
+        ));
+        let long = Duration::from_secs(5);
+        let first = tokio::spawn({
+            let queue = queue.clone();
+            async move { queue.append(append("slow", 1), long).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await; // the first flight is in the air
+        let started = Instant::now();
+        let err = queue
+            .append(append("slow", 2), Duration::from_millis(100))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::PoolTimeout);
+        assert!(started.elapsed() < Duration::from_millis(350));
+        assert_eq!(first.await.unwrap().unwrap(), AppendOutcome::Appended(2));
+        // The next flight leaves without the withdrawn append.
+        assert_eq!(
+            queue.append(append("slow", 3), long).await.unwrap(),
+            AppendOutcome::Appended(4)
+        );
+        assert_eq!(*flown.lock().unwrap(), vec!["e1", "e3"]);
+    }
+
+    #[tokio::test]
+    async fn the_queue_is_bounded() {
+        let flown = Arc::new(Mutex::new(Vec::new()));
+        let queue = Arc::new(Coalescer::with_flight(
+            fake_flight(Duration::from_millis(300), flown.clone()),
+            2,
+        ));
+        let long = Duration::from_secs(5);
+        let held: Vec<_> = (1..=2)
+            .map(|n| {
+                let queue = queue.clone();
+                tokio::spawn(async move { queue.append(append("full", n), long).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let err = queue
+            .append(append("other", 9), Duration::from_millis(100))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::PoolTimeout);
+        for task in held {
+            assert!(task.await.unwrap().is_ok());
+        }
+        assert!(queue.append(append("other", 9), long).await.is_ok());
     }
 }

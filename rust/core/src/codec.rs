@@ -29,6 +29,22 @@ impl ToSql for JsonParam<'_> {
     to_sql_checked!();
 }
 
+/// JSON text to send as a `json` parameter (kept as written, for `json` columns), borrowed.
+/// Statements declare the type of their parameters (see `statement.rs`): [`JsonParam`] is
+/// sent as `jsonb`, this one as `json`.
+#[derive(Debug, Clone, Copy)]
+pub struct JsonTextParam<'a>(pub &'a [u8]);
+
+impl ToSql for JsonTextParam<'_> {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
+        encode(self.0, ty, out);
+        Ok(IsNull::No)
+    }
+
+    accepts!(JSON, JSONB);
+    to_sql_checked!();
+}
+
 /// Writes JSON text in the binary wire format of `ty` (`json` or `jsonb`).
 pub fn encode(json: &[u8], ty: &Type, out: &mut BytesMut) {
     out.reserve(json.len() + 1);

@@ -33,6 +33,8 @@ pub enum ErrorKind {
     Closed,
     /// Any other server error.
     Database,
+    /// A bug on our side (a Rust task panicked); the message says what is known.
+    Internal,
 }
 
 /// An error from the store: a kind, a human message and, for server errors, the SQLSTATE.

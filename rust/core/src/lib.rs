@@ -23,6 +23,7 @@ pub mod migrations;
 pub mod pool;
 pub mod sessions;
 pub mod sql;
+pub mod statement;
 pub mod store;
 pub mod tenancy;
 pub mod tls;

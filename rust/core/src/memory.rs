@@ -39,13 +39,14 @@ use std::sync::Mutex;
 
 use bytes::{BufMut, BytesMut};
 use deadpool_postgres::Object;
-use postgres_types::{to_sql_checked, IsNull, ToSql, Type};
+use postgres_types::{to_sql_checked, IsNull, Kind, ToSql, Type};
 use tokio::sync::OnceCell;
 use tokio_postgres::Row;
 
-use crate::codec::{JsonParam, JsonText};
+use crate::codec::{JsonText, JsonTextParam};
 use crate::error::{ErrorKind, Result, StoreError};
 use crate::sql::quote_ident;
+use crate::statement::{in_order, On, Param, WithType};
 use crate::store::{Retry, Store};
 
 /// Reciprocal rank fusion constant (the usual 60).
@@ -135,6 +136,9 @@ pub struct Capabilities {
     pub trigram_schema: Option<String>,
     /// Schema of pgvector, when installed.
     pub vector_schema: Option<String>,
+    /// OIDs of pgvector's `vector` type and of its array type (they differ per database, and
+    /// unnamed statements declare their parameter types: see `statement.rs`).
+    pub vector_oids: Option<(u32, u32)>,
     /// `memory_entries.embedding` exists (possibly added by another service).
     pub embedding_column: bool,
     /// Why a feature is unavailable, one sentence each.
@@ -144,7 +148,20 @@ pub struct Capabilities {
 impl Capabilities {
     /// Vector search can run for a backend that wants it.
     pub fn vector_ready(&self) -> bool {
-        self.vector_schema.is_some() && self.embedding_column
+        self.vector_schema.is_some() && self.vector_oids.is_some() && self.embedding_column
+    }
+
+    /// pgvector's `vector` type and its array type, as parameters declare them.
+    fn vector_types(&self) -> Option<(Type, Type)> {
+        let (schema, (oid, array_oid)) = (self.vector_schema.as_ref()?, self.vector_oids?);
+        let vector = Type::new("vector".into(), oid, Kind::Simple, schema.clone());
+        let array = Type::new(
+            "_vector".into(),
+            array_oid,
+            Kind::Array(vector.clone()),
+            schema.clone(),
+        );
+        Some((vector, array))
     }
 }
 
@@ -289,13 +306,16 @@ impl MemoryBackend {
     /// the server (extensions are per database, so concurrent creators must not race).
     async fn ensure(&self, store: &Store) -> Result<Capabilities> {
         let s = quote_ident(&self.schema);
+        let statements = store.statements();
         let mut conn = store.connection().await?;
         let mut tx = conn.transaction().await?;
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtext('adk_postgres:memory_extensions'))",
-            &[],
-        )
-        .await?;
+        statements
+            .execute(
+                &tx,
+                "SELECT pg_advisory_xact_lock(hashtext('adk_postgres:memory_extensions'))",
+                &[],
+            )
+            .await?;
         let mut caps = Capabilities::default();
         let wanted: Vec<&str> = [
             self.options.trigram.then_some("pg_trgm"),
@@ -305,10 +325,11 @@ impl MemoryBackend {
         .flatten()
         .collect();
         for ext in ["pg_trgm", "vector"] {
-            let mut schema = extension_schema(&tx, ext).await?;
+            let mut schema = extension_schema(store, (&tx).into(), ext).await?;
             if schema.is_none() && wanted.contains(&ext) {
-                let available: bool = tx
+                let available: bool = statements
                     .query_one(
+                        &tx,
                         "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = $1)",
                         &[&ext],
                     )
@@ -322,11 +343,23 @@ impl MemoryBackend {
                     let sql = format!("CREATE EXTENSION IF NOT EXISTS {ext}");
                     let what = format!("the {ext} extension is not installed and");
                     if optional_step(&mut tx, &sql, &what, &mut caps.notes).await? {
-                        schema = extension_schema(&tx, ext).await?;
+                        schema = extension_schema(store, (&tx).into(), ext).await?;
                     }
                 }
             }
             if ext == "vector" {
+                if let Some(v) = &schema {
+                    let row = statements
+                        .query_one(
+                            &tx,
+                            "SELECT t.oid, t.typarray FROM pg_type t
+                               JOIN pg_namespace n ON n.oid = t.typnamespace
+                              WHERE t.typname = 'vector' AND n.nspname = $1",
+                            &[v],
+                        )
+                        .await?;
+                    caps.vector_oids = Some((row.get(0), row.get(1)));
+                }
                 caps.vector_schema = schema;
             } else if self.options.trigram {
                 if let Some(t) = schema {
@@ -341,8 +374,9 @@ impl MemoryBackend {
                 }
             }
         }
-        caps.embedding_column = tx
+        caps.embedding_column = statements
             .query_one(
+                &tx,
                 "SELECT EXISTS (SELECT 1 FROM information_schema.columns
                                  WHERE table_schema = $1 AND table_name = 'memory_entries'
                                    AND column_name = 'embedding')",
@@ -418,11 +452,14 @@ impl MemoryBackend {
             let v = quote_ident(v);
             let mut conn = store.connection().await?;
             let mut tx = conn.transaction().await?;
-            tx.execute(
-                "SELECT pg_advisory_xact_lock(hashtext('adk_postgres:memory:' || $1::text))",
-                &[&self.schema],
-            )
-            .await?;
+            store
+                .statements()
+                .execute(
+                    &tx,
+                    "SELECT pg_advisory_xact_lock(hashtext('adk_postgres:memory:' || $1::text))",
+                    &[&self.schema],
+                )
+                .await?;
             let sql = format!(
                 "CREATE INDEX IF NOT EXISTS idx_memory_entries_hnsw_{dim}
                      ON {s}.memory_entries
@@ -554,12 +591,11 @@ impl MemoryBackend {
 }
 
 /// The schema an extension is installed in, if it is.
-async fn extension_schema(
-    tx: &tokio_postgres::Transaction<'_>,
-    ext: &str,
-) -> Result<Option<String>> {
-    let row = tx
+async fn extension_schema(store: &Store, on: On<'_>, ext: &str) -> Result<Option<String>> {
+    let row = store
+        .statements()
         .query_opt(
+            on,
             "SELECT n.nspname::text FROM pg_extension e
                JOIN pg_namespace n ON n.oid = e.extnamespace
               WHERE e.extname = $1",
@@ -713,9 +749,11 @@ impl Store {
         let authors: Vec<Option<&str>> = e.iter().map(|m| m.author).collect();
         let times: Vec<Option<f64>> = e.iter().map(|m| m.event_ts).collect();
         let stamps: Vec<Option<&str>> = e.iter().map(|m| m.timestamp_text).collect();
-        let contents: Vec<JsonParam> = e.iter().map(|m| JsonParam(m.content)).collect();
-        let metadata: Vec<Option<JsonParam>> =
-            e.iter().map(|m| m.custom_metadata.map(JsonParam)).collect();
+        let contents: Vec<JsonTextParam> = e.iter().map(|m| JsonTextParam(m.content)).collect();
+        let metadata: Vec<Option<JsonTextParam>> = e
+            .iter()
+            .map(|m| m.custom_metadata.map(JsonTextParam))
+            .collect();
         let texts: Vec<&str> = e.iter().map(|m| m.search_text).collect();
         let dim = backend
             .options
@@ -775,7 +813,12 @@ impl Store {
             ));
         }
         let prepared = backend.prepared(self).await?;
-        let (Some(sql), Some(v)) = (&prepared.set_embeddings, &prepared.caps.vector_schema) else {
+        let caps = &prepared.caps;
+        let (Some(sql), Some(v), Some((_, array_type))) = (
+            &prepared.set_embeddings,
+            &caps.vector_schema,
+            caps.vector_types(),
+        ) else {
             return Ok(0);
         };
         let dim_i32 = i32::try_from(dim).map_err(|_| StoreError::config("dimension too large"))?;
@@ -784,10 +827,11 @@ impl Store {
             params.push(check_vector(chunk)?.then_some(VectorParam(chunk)));
         }
         backend.ensure_hnsw(self, v, dim_i32).await?;
+        let vectors = WithType(params, array_type);
         let rows = self
             .fetch(
                 &format!("{sql} RETURNING 1"),
-                &[&app_name, &user_id, &ids, &texts, &params],
+                &[&app_name, &user_id, &ids, &texts, &vectors],
                 Retry::Yes,
             )
             .await?;
@@ -837,7 +881,7 @@ impl Store {
         }
         let sql = backend.search_sql(caps, dim);
         let words: Vec<&str> = query.words.iter().map(String::as_str).collect();
-        let base: [&(dyn ToSql + Sync); 9] = [
+        let base: [&dyn Param; 9] = [
             &query.app_name,
             &query.user_id,
             &query.text,
@@ -851,8 +895,9 @@ impl Store {
         let rows = match vector {
             None => self.fetch(&sql, &base, Retry::Yes).await?,
             Some(v) => {
-                let param = VectorParam(v);
-                let mut params: Vec<&(dyn ToSql + Sync)> = base.to_vec();
+                let (vector_type, _) = caps.vector_types().expect("vector_ready");
+                let param = WithType(VectorParam(v), vector_type);
+                let mut params: Vec<&dyn Param> = base.to_vec();
                 params.push(&param);
                 self.fetch_vector_search(&sql, &params, cand).await?
             }
@@ -860,27 +905,41 @@ impl Store {
         Ok(rows.iter().map(hit_from_row).collect())
     }
 
-    /// Runs a vector search with pgvector's iterative HNSW scan switched on for the connection
-    /// (so filtering by app and user cannot starve the index scan of results), pipelined with
-    /// the search: one round trip. Retried once on a broken connection, like `fetch`.
+    /// Runs a vector search with pgvector's iterative HNSW scan switched on (so filtering by
+    /// app and user cannot starve the index scan of results) for its transaction only — a
+    /// setting on the session would outlive the call on a pooled or PgBouncer-shared
+    /// connection — pipelined: one round trip. Retried once on a broken connection.
     async fn fetch_vector_search(
         &self,
         sql: &str,
-        params: &[&(dyn ToSql + Sync)],
+        params: &[&dyn Param],
         candidates: i64,
     ) -> Result<Vec<Row>> {
         let ef_search = candidates.clamp(40, 1000).to_string();
-        let setup = "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', false),
-                            set_config('hnsw.ef_search', $1::text, false)";
+        let setup = "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),
+                            set_config('hnsw.ef_search', $1::text, true)";
+        let statements = self.statements();
         let mut attempt = 0;
         loop {
             let conn: Object = self.connection().await?;
-            let setup_params: [&(dyn ToSql + Sync); 1] = [&ef_search];
-            let (setup_result, result) = tokio::join!(
-                self.query(&conn, setup, &setup_params),
-                self.query(&conn, sql, params)
-            );
-            let result = setup_result.and(result);
+            let on = On::from(&conn);
+            let result = async {
+                let setup = statements.ready(on, setup, &[&ef_search]).await?;
+                let search = statements.ready(on, sql, params).await?;
+                let mut results = in_order(vec![
+                    on.simple("BEGIN"),
+                    setup.step(on, vec![&ef_search]),
+                    search.step(on, params.to_vec()),
+                    on.simple("COMMIT"),
+                ])
+                .await;
+                // After an error PostgreSQL answers the COMMIT with ROLLBACK: nothing stays open.
+                if let Some(failed) = results.iter().position(|r| r.is_err()) {
+                    return Err(results.swap_remove(failed).unwrap_err());
+                }
+                Ok(results.swap_remove(2)?)
+            }
+            .await;
             match result {
                 Err(err) if err.kind == ErrorKind::Connection => {
                     let _ = Object::take(conn);
@@ -936,6 +995,7 @@ mod tests {
         Capabilities {
             trigram_schema: trigram.then(|| "ext s".to_string()),
             vector_schema: vector.then(|| "vec".to_string()),
+            vector_oids: vector.then_some((99999, 99998)),
             embedding_column: vector,
             notes: Vec::new(),
         }

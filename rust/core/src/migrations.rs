@@ -9,6 +9,7 @@ use tokio_postgres::Client;
 
 use crate::error::{ErrorKind, Result, StoreError};
 use crate::sql::quote_ident;
+use crate::statement::UNNAMED;
 
 /// One versioned migration.
 #[derive(Debug, Clone, Copy)]
@@ -47,8 +48,13 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 6,
+        name: "session_incarnation",
+        sql: include_str!("../migrations/V6__session_incarnation.sql"),
+    },
+    Migration {
+        version: 7,
         name: "tenancy_hardening",
-        sql: include_str!("../migrations/V6__tenancy_hardening.sql"),
+        sql: include_str!("../migrations/V7__tenancy_hardening.sql"),
     },
 ];
 
@@ -71,8 +77,9 @@ pub async fn migrate(client: &mut Client, schema: &str) -> Result<i32> {
     let s = quote_ident(schema);
     // Fast path, and what lets a runtime role without DDL rights start: an up-to-date schema
     // needs no lock and no DDL. (Any error here — no such table yet — means: migrate.)
-    let applied = client
+    let applied = UNNAMED
         .query_one(
+            &*client,
             &format!("SELECT COALESCE(max(version), 0) FROM {s}.adk_postgres_migrations"),
             &[],
         )
@@ -85,11 +92,13 @@ pub async fn migrate(client: &mut Client, schema: &str) -> Result<i32> {
     }
     let tx = client.transaction().await?;
     // Serialise concurrent migrators of this schema (other processes starting at the same time).
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtext('adk_postgres:' || $1::text))",
-        &[&schema],
-    )
-    .await?;
+    UNNAMED
+        .execute(
+            &tx,
+            "SELECT pg_advisory_xact_lock(hashtext('adk_postgres:' || $1::text))",
+            &[&schema],
+        )
+        .await?;
     tx.batch_execute(&format!(
         "CREATE SCHEMA IF NOT EXISTS {s};
          CREATE TABLE IF NOT EXISTS {s}.adk_postgres_migrations (
@@ -100,8 +109,9 @@ pub async fn migrate(client: &mut Client, schema: &str) -> Result<i32> {
     ))
     .await
     .map_err(|e| migration_error("preparing", e))?;
-    let row = tx
+    let row = UNNAMED
         .query_one(
+            &tx,
             &format!("SELECT COALESCE(max(version), 0) FROM {s}.adk_postgres_migrations"),
             &[],
         )
@@ -111,11 +121,13 @@ pub async fn migrate(client: &mut Client, schema: &str) -> Result<i32> {
         tx.batch_execute(&render(migration.sql, schema))
             .await
             .map_err(|e| migration_error(migration.name, e))?;
-        tx.execute(
-            &format!("INSERT INTO {s}.adk_postgres_migrations (version, name) VALUES ($1, $2)"),
-            &[&migration.version, &migration.name],
-        )
-        .await?;
+        UNNAMED
+            .execute(
+                &tx,
+                &format!("INSERT INTO {s}.adk_postgres_migrations (version, name) VALUES ($1, $2)"),
+                &[&migration.version, &migration.name],
+            )
+            .await?;
     }
     check_adk_schema(&tx, schema).await?;
     tx.commit().await?;
@@ -124,8 +136,9 @@ pub async fn migrate(client: &mut Client, schema: &str) -> Result<i32> {
 
 /// ADK's legacy v0 schema (pickled events, one column per field) has no `event_data`.
 async fn check_adk_schema(tx: &tokio_postgres::Transaction<'_>, schema: &str) -> Result<()> {
-    let row = tx
+    let row = UNNAMED
         .query_one(
+            tx,
             "SELECT count(*) FROM information_schema.columns
               WHERE table_schema = $1 AND table_name = 'events' AND column_name = 'event_data'",
             &[&schema],

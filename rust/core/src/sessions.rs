@@ -6,6 +6,7 @@
 use crate::codec::{JsonParam, JsonText};
 use crate::error::Result;
 use crate::sql::SessionSql;
+use crate::statement::Param;
 use crate::store::{Retry, Store};
 
 /// Identifies a session: ADK's composite primary key.
@@ -16,6 +17,9 @@ pub struct SessionKey<'a> {
     pub session_id: &'a str,
 }
 
+/// SQLSTATE of a unique violation: an append whose event id is already stored.
+const UNIQUE_VIOLATION: &str = "23505";
+
 /// JSON text owned by a result.
 pub type Json = Vec<u8>;
 
@@ -23,6 +27,7 @@ pub type Json = Vec<u8>;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Created {
     pub revision: i64,
+    pub incarnation: i64,
     pub app_state: Option<Json>,
     pub user_state: Option<Json>,
 }
@@ -33,9 +38,9 @@ pub struct SessionData {
     pub state: Json,
     pub revision: i64,
     pub last_update_time: f64,
-    /// The session's create time as text: tells a session from one deleted and re-created
-    /// under the same id (whose revisions start again at 0).
-    pub incarnation: String,
+    /// Tells a session from one deleted and re-created under the same id (whose revisions
+    /// start again at 0).
+    pub incarnation: i64,
     /// Some returned event has no revision (written by ADK's own service).
     pub unsequenced: bool,
     pub app_state: Option<Json>,
@@ -52,6 +57,7 @@ pub struct SessionSummary {
     pub state: Json,
     pub revision: i64,
     pub last_update_time: f64,
+    pub incarnation: i64,
 }
 
 /// The result of `list_sessions`: app state, each listed user's state, the sessions.
@@ -74,15 +80,25 @@ pub struct NewEvent<'a> {
     pub user_delta: Option<&'a [u8]>,
 }
 
+/// The session an append expects to extend: the revision the caller holds and, when known,
+/// the incarnation (see `V6__session_incarnation.sql`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expected {
+    pub revision: i64,
+    pub incarnation: Option<i64>,
+}
+
 /// How an append ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppendOutcome {
     /// Stored; the session is now at this revision.
     Appended(i64),
-    /// The event was already stored by an earlier attempt that committed (a retry after a
-    /// dropped connection) and nothing was written since; the session is at this revision.
+    /// The event, with the same content, was already stored by an earlier attempt that
+    /// committed (a retry after a dropped connection) at this revision. Later appends by others
+    /// may follow it: the caller's copy is then stale for its next append, not for this one.
     AlreadyStored(i64),
-    /// The caller's revision is behind the stored one: nothing was written.
+    /// The caller's revision is behind the stored one, or the session it holds was deleted and
+    /// re-created under the same id: nothing was written. The stored revision.
     Stale(i64),
     /// No such session.
     SessionNotFound,
@@ -93,6 +109,7 @@ pub enum AppendOutcome {
 pub struct RevisionInfo {
     pub revision: i64,
     pub last_update_time: f64,
+    pub incarnation: i64,
     pub last_event_id: Option<String>,
 }
 
@@ -114,7 +131,10 @@ fn session_from_rows(rows: &[tokio_postgres::Row]) -> Option<SessionData> {
                     state: json_opt(row, 1).unwrap_or_else(|| b"{}".to_vec()),
                     revision: row.get(2),
                     last_update_time: row.get(3),
-                    incarnation: row.get::<_, Option<String>>(5).unwrap_or_default(),
+                    incarnation: row
+                        .get::<_, Option<String>>(5)
+                        .and_then(|text| text.parse().ok())
+                        .unwrap_or_default(),
                     unsequenced: false,
                     app_state: None,
                     user_state: None,
@@ -176,8 +196,9 @@ impl Store {
         let revision: Option<i64> = row.get(0);
         Ok(revision.map(|revision| Created {
             revision,
-            app_state: json_opt(&row, 1),
-            user_state: json_opt(&row, 2),
+            incarnation: row.get(1),
+            app_state: json_opt(&row, 2),
+            user_state: json_opt(&row, 3),
         }))
     }
 
@@ -188,11 +209,7 @@ impl Store {
         after_timestamp: Option<f64>,
         num_recent_events: Option<i64>,
     ) -> Result<Option<SessionData>> {
-        let k = [
-            &key.app_name as &(dyn tokio_postgres::types::ToSql + Sync),
-            &key.user_id,
-            &key.session_id,
-        ];
+        let k: [&dyn Param; 3] = [&key.app_name, &key.user_id, &key.session_id];
         // A statement per filter shape, so each prepared plan can use the index fully.
         let rows = match (after_timestamp, num_recent_events) {
             (None, None) => self.fetch(&self.sql.get_all, &k, Retry::Yes).await?,
@@ -259,6 +276,7 @@ impl Store {
                     state: json_opt(row, 3).unwrap_or_else(|| b"{}".to_vec()),
                     revision: row.get(4),
                     last_update_time: row.get(5),
+                    incarnation: row.get(7),
                 }),
             }
         }
@@ -277,12 +295,12 @@ impl Store {
         Ok(!deleted.is_empty())
     }
 
-    /// Appends an event if the session is still at `expected_revision`, merging the state
-    /// deltas in the same statement.
+    /// Appends an event if the session is still the `expected` one, merging the state deltas
+    /// in the same statement.
     pub async fn append_event(
         &self,
         key: SessionKey<'_>,
-        expected_revision: i64,
+        expected: Expected,
         event: NewEvent<'_>,
     ) -> Result<AppendOutcome> {
         let row = self
@@ -292,7 +310,7 @@ impl Store {
                     &key.app_name,
                     &key.user_id,
                     &key.session_id,
-                    &expected_revision,
+                    &expected.revision,
                     &event.session_delta.map(JsonParam),
                     &event.timestamp,
                     &event.event_id,
@@ -300,41 +318,60 @@ impl Store {
                     &JsonParam(event.event_json),
                     &event.app_delta.map(JsonParam),
                     &event.user_delta.map(JsonParam),
+                    &expected.incarnation,
                 ],
                 Retry::Yes,
             )
-            .await?;
+            .await;
         match row {
-            Some(row) => Ok(AppendOutcome::Appended(row.get(0))),
-            None => self.refused_append(key, event.event_id).await,
+            Ok(Some(row)) => Ok(AppendOutcome::Appended(row.get(0))),
+            Ok(None) => self.refused_append(key, expected, &event).await,
+            // The event id is taken in this session: stored by an earlier attempt of this
+            // append (success) or a different event under the same id (the error stands).
+            Err(err) if err.sqlstate.as_deref() == Some(UNIQUE_VIOLATION) => {
+                match self.refused_append(key, expected, &event).await? {
+                    stored @ AppendOutcome::AlreadyStored(_) => Ok(stored),
+                    _ => Err(err),
+                }
+            }
+            Err(err) => Err(err),
         }
     }
 
     /// Why an append found no session at the expected revision: the session is gone, the
-    /// event is already stored (an earlier attempt committed), or the caller is stale.
+    /// event is already stored (an earlier attempt committed, whatever was appended after it),
+    /// or the caller is stale (behind, or holding a deleted session's earlier incarnation).
     pub(crate) async fn refused_append(
         &self,
         key: SessionKey<'_>,
-        event_id: &str,
+        expected: Expected,
+        event: &NewEvent<'_>,
     ) -> Result<AppendOutcome> {
         let probe = self
             .fetch_opt(
                 &self.sql.append_probe,
-                &[&key.app_name, &key.user_id, &key.session_id, &event_id],
+                &[
+                    &key.app_name,
+                    &key.user_id,
+                    &key.session_id,
+                    &event.event_id,
+                    &JsonParam(event.event_json),
+                ],
                 Retry::Yes,
             )
             .await?;
-        Ok(match probe {
-            None => AppendOutcome::SessionNotFound,
-            Some(row) => {
-                let revision: i64 = row.get(0);
-                let stored_at: Option<i64> = row.get(1);
-                if stored_at == Some(revision) {
-                    AppendOutcome::AlreadyStored(revision)
-                } else {
-                    AppendOutcome::Stale(revision)
-                }
+        let Some(row) = probe else {
+            return Ok(AppendOutcome::SessionNotFound);
+        };
+        let revision: i64 = row.get(0);
+        let incarnation: i64 = row.get(1);
+        let stored_at: Option<i64> = row.get(2);
+        Ok(match stored_at {
+            _ if expected.incarnation.is_some_and(|held| held != incarnation) => {
+                AppendOutcome::Stale(revision)
             }
+            Some(seq) => AppendOutcome::AlreadyStored(seq),
+            None => AppendOutcome::Stale(revision),
         })
     }
 
@@ -350,7 +387,8 @@ impl Store {
         Ok(row.map(|row| RevisionInfo {
             revision: row.get(0),
             last_update_time: row.get(1),
-            last_event_id: row.get(2),
+            incarnation: row.get(2),
+            last_event_id: row.get(3),
         }))
     }
 

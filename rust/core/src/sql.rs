@@ -80,26 +80,28 @@ impl SessionSql {
             list_user: format!(
                 "SELECT 0::int2 AS kind, NULL::varchar AS user_id, NULL::varchar AS id,
                         a.state AS data, NULL::int8 AS num, NULL::float8 AS ts,
-                        NULL::timestamp AS ut
+                        NULL::timestamp AS ut, NULL::int8 AS inc
                    FROM {s}.app_states a WHERE a.app_name = $1
                  UNION ALL
-                 SELECT 1::int2, u.user_id, NULL, u.state, NULL, NULL, NULL
+                 SELECT 1::int2, u.user_id, NULL, u.state, NULL, NULL, NULL, NULL
                    FROM {s}.user_states u WHERE u.app_name = $1 AND u.user_id = $2
                  UNION ALL
-                 SELECT 2::int2, s.user_id, s.id, s.state, s.revision, {last_update}, s.update_time
+                 SELECT 2::int2, s.user_id, s.id, s.state, s.revision, {last_update}, s.update_time,
+                        s.incarnation
                    FROM {s}.sessions s WHERE s.app_name = $1 AND s.user_id = $2
                  ORDER BY kind, ut, user_id, id"
             ),
             list_app: format!(
                 "SELECT 0::int2 AS kind, NULL::varchar AS user_id, NULL::varchar AS id,
                         a.state AS data, NULL::int8 AS num, NULL::float8 AS ts,
-                        NULL::timestamp AS ut
+                        NULL::timestamp AS ut, NULL::int8 AS inc
                    FROM {s}.app_states a WHERE a.app_name = $1
                  UNION ALL
-                 SELECT 1::int2, u.user_id, NULL, u.state, NULL, NULL, NULL
+                 SELECT 1::int2, u.user_id, NULL, u.state, NULL, NULL, NULL, NULL
                    FROM {s}.user_states u WHERE u.app_name = $1
                  UNION ALL
-                 SELECT 2::int2, s.user_id, s.id, s.state, s.revision, {last_update}, s.update_time
+                 SELECT 2::int2, s.user_id, s.id, s.state, s.revision, {last_update}, s.update_time,
+                        s.incarnation
                    FROM {s}.sessions s WHERE s.app_name = $1
                  ORDER BY kind, ut, user_id, id"
             ),
@@ -108,10 +110,11 @@ impl SessionSql {
                 "DELETE FROM {s}.sessions WHERE app_name = $1 AND user_id = $2 AND id = $3
                  RETURNING 1"
             ),
-            // The whole append in one statement, gated on the revision the caller holds:
-            // $1 app, $2 user, $3 id, $4 expected revision, $5 session-state delta (NULL: none),
-            // $6 event timestamp, $7 event id, $8 invocation id, $9 event JSON,
-            // $10 app-state delta, $11 user-state delta (NULL: none).
+            // The whole append in one statement, gated on the revision and incarnation the
+            // caller holds: $1 app, $2 user, $3 id, $4 expected revision, $5 session-state
+            // delta (NULL: none), $6 event timestamp, $7 event id, $8 invocation id, $9 event
+            // JSON, $10 app-state delta, $11 user-state delta (NULL: none), $12 incarnation
+            // (NULL: not known to the caller, e.g. a marker from an older version).
             // No row back → the revision did not match or the session is gone (probe decides).
             append: format!(
                 "WITH s AS (
@@ -121,6 +124,7 @@ impl SessionSql {
                            update_time = {t6},
                            update_ts = $6::float8
                      WHERE app_name = $1 AND user_id = $2 AND id = $3 AND revision = $4
+                       AND ($12::int8 IS NULL OR incarnation = $12::int8)
                      RETURNING revision
                 ), ev AS (
                     INSERT INTO {s}.events
@@ -141,8 +145,6 @@ impl SessionSql {
                 SELECT revision FROM s",
                 t6 = ts("$6"),
             ),
-            // After a failed append: does the session exist, at which revision, and is this
-            // event already stored (a retry of an append that committed)?
             lock_sessions: format!(
                 "SELECT 1 FROM {s}.sessions
                   WHERE (app_name, user_id, id) IN
@@ -160,18 +162,22 @@ impl SessionSql {
                   ORDER BY app_name, user_id
                   FOR NO KEY UPDATE"
             ),
+            // After a refused append: does the session exist, which incarnation and revision is
+            // it at, and is this very event ($4 id, $5 JSON) already stored — a retry of an
+            // append that committed — at which revision? Events of an earlier incarnation went
+            // with it (ON DELETE CASCADE), so a stored event belongs to the current one.
             append_probe: format!(
-                "SELECT s.revision,
+                "SELECT s.revision, s.incarnation,
                         (SELECT e.seq FROM {s}.events e
                           WHERE e.app_name = $1 AND e.user_id = $2 AND e.session_id = $3
-                            AND e.id = $4)
+                            AND e.id = $4 AND e.event_data = $5::jsonb)
                    FROM {s}.sessions s
                   WHERE s.app_name = $1 AND s.user_id = $2 AND s.id = $3"
             ),
             // For session objects without a marker (built by hand): the stored revision, exact
             // update time and latest event id, so the caller can apply ADK's fallback rule.
             revision_probe: format!(
-                "SELECT s.revision, {last_update},
+                "SELECT s.revision, {last_update}, s.incarnation,
                         (SELECT e.id FROM {s}.events e
                           WHERE e.app_name = $1 AND e.user_id = $2 AND e.session_id = $3
                           ORDER BY e.\"timestamp\" DESC, e.event_ts DESC NULLS LAST, e.id DESC
@@ -203,14 +209,14 @@ fn events_where(s: &str, condition: &str, order_and_limit: &str) -> String {
 }
 
 /// A session read in one statement, one snapshot: the session row (kind 0: state, revision,
-/// exact update time, and its create time as an incarnation tag), app state (1), user state (2)
+/// exact update time, and its incarnation as text), app state (1), user state (2)
 /// and the events of `event_selections` (3), oldest first.
 fn read_sql(s: &str, event_selections: &[String]) -> String {
     let last_update = "COALESCE(s.update_ts, extract(epoch FROM s.update_time)::float8)";
     let events = event_selections.join("\n UNION ALL\n ");
     format!(
         "SELECT 0::int2 AS kind, s.state AS data, s.revision AS num,
-                {last_update} AS ts, NULL::timestamp AS ets, s.create_time::text AS eid
+                {last_update} AS ts, NULL::timestamp AS ets, s.incarnation::text AS eid
            FROM {s}.sessions s
           WHERE s.app_name = $1 AND s.user_id = $2 AND s.id = $3
          UNION ALL
@@ -238,7 +244,8 @@ impl SessionSql {
 /// ADK expects both state rows to exist after a create, so they are always inserted. Without a
 /// delta a conflict does nothing (`DO NOTHING` takes no row lock, so creates in one app do not
 /// queue behind each other); with one, the delta is merged with `||` (ADK's `dict.update`).
-/// No row from `ins` (the id is taken) → revision NULL → AlreadyExistsError.
+/// No row from `ins` (the id is taken) → revision NULL → AlreadyExistsError. The incarnation is
+/// drawn by the column default.
 fn create_sql(s: &str, app_delta: bool, user_delta: bool) -> String {
     let now = "(now() AT TIME ZONE 'UTC')";
     let on_conflict = |delta: bool| {
@@ -254,7 +261,7 @@ fn create_sql(s: &str, app_delta: bool, user_delta: bool) -> String {
                 (app_name, user_id, id, state, create_time, update_time, revision, update_ts)
             VALUES ($1, $2, $3, $4, {t5}, {t5}, 0, $5::float8)
             ON CONFLICT DO NOTHING
-            RETURNING revision
+            RETURNING revision, incarnation
         ), app AS (
             INSERT INTO {s}.app_states AS t (app_name, state, update_time)
             SELECT $1, $6::jsonb, {now} FROM ins
@@ -266,7 +273,7 @@ fn create_sql(s: &str, app_delta: bool, user_delta: bool) -> String {
             ON CONFLICT (app_name, user_id) {user_conflict}
             RETURNING state
         )
-        SELECT (SELECT revision FROM ins),
+        SELECT (SELECT revision FROM ins), (SELECT incarnation FROM ins),
                COALESCE((SELECT state FROM app),
                         (SELECT state FROM {s}.app_states WHERE app_name = $1)),
                COALESCE((SELECT state FROM usr),

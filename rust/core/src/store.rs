@@ -1,14 +1,14 @@
 //! `Store`: one pool, one schema, the session operations.
 //!
-//! Each operation takes one pooled connection and runs one statement (the append's probe, the
-//! second statement, runs only when the append was refused). Statements are prepared once per
-//! connection and cached, unless `statement_cache` is off (PgBouncer in transaction mode).
+//! Each operation takes one pooled connection and, in the common case, runs one statement (the
+//! append's probe runs only when an append was refused; a coalesced flight of appends sends
+//! several in one round trip, see `coalesce.rs`). How statements are sent — prepared and
+//! cached, or unnamed for PgBouncer — is `statement.rs`'s business.
 
 use std::sync::Arc;
 
 use deadpool_postgres::{Object, Pool};
 use tokio::sync::OnceCell;
-use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use crate::coalesce::{Coalescer, OwnedAppend};
@@ -18,6 +18,7 @@ use crate::migrations;
 use crate::pool::{self, PoolStatus};
 use crate::sessions::AppendOutcome;
 use crate::sql::SessionSql;
+use crate::statement::{Param, Statements};
 
 /// Whether a statement may be repeated after a connection failure: reads and deletes may, and
 /// appends may (a repeat of an append that committed is recognised by its event id).
@@ -56,6 +57,13 @@ impl Store {
 
     pub fn config(&self) -> &StoreConfig {
         &self.config
+    }
+
+    /// How this store sends statements (prepared and cached, or unnamed).
+    pub fn statements(&self) -> Statements {
+        Statements {
+            cached: self.config.options.statement_cache,
+        }
     }
 
     pub fn pool_status(&self) -> PoolStatus {
@@ -123,13 +131,15 @@ impl Store {
         // so they wait for each other's commits anyway. Others run alone, in parallel.
         if !self.config.options.coalesce_appends || append.app_delta.is_none() {
             return self
-                .append_event(append.key(), append.expected_revision, append.event())
+                .append_event(append.key(), append.expected, append.event())
                 .await;
         }
         let coalescer = self
             .coalescer
             .get_or_init(|| Coalescer::start(Arc::downgrade(self)));
-        coalescer.append(append).await
+        coalescer
+            .append(append, self.config.options.acquire_timeout)
+            .await
     }
 
     /// Runs one statement on a pooled connection. A connection found broken (the server
@@ -140,13 +150,13 @@ impl Store {
     pub(crate) async fn fetch(
         &self,
         sql: &str,
-        params: &[&(dyn ToSql + Sync)],
+        params: &[&dyn Param],
         retry: Retry,
     ) -> Result<Vec<Row>> {
         let mut attempts_left = self.config.options.pool_size + 1;
         loop {
             let conn = self.connection().await?;
-            match self.query(&conn, sql, params).await {
+            match self.statements().query(&conn, sql, params).await {
                 Err(err) if err.kind == ErrorKind::Connection => {
                     let _ = Object::take(conn);
                     attempts_left -= 1;
@@ -163,7 +173,7 @@ impl Store {
     pub(crate) async fn fetch_opt(
         &self,
         sql: &str,
-        params: &[&(dyn ToSql + Sync)],
+        params: &[&dyn Param],
         retry: Retry,
     ) -> Result<Option<Row>> {
         let mut rows = self.fetch(sql, params, retry).await?;
@@ -172,20 +182,5 @@ impl Store {
         } else {
             Some(rows.swap_remove(0))
         })
-    }
-
-    /// Runs one statement, prepared through the per-connection cache when enabled.
-    pub(crate) async fn query(
-        &self,
-        conn: &Object,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<Row>> {
-        if self.config.options.statement_cache {
-            let stmt = conn.prepare_cached(sql).await?;
-            Ok(conn.query(&stmt, params).await?)
-        } else {
-            Ok(conn.query(sql, params).await?)
-        }
     }
 }

@@ -1,4 +1,4 @@
-//! Row-level security by tenant (see `migrations/V5__tenancy.sql`, hardened by V6): turning it
+//! Row-level security by tenant (see `migrations/V5__tenancy.sql`, hardened by V7): turning it
 //! on and off, and the role → app (→ user) grants. These are owner operations: the runtime
 //! roles they constrain cannot run them.
 
@@ -87,7 +87,7 @@ impl Store {
             &[&grant.role, &grant.app_name, &grant.user_id],
         )
         .await?;
-        // The policies call the check functions as the querying role (PUBLIC may not, V6).
+        // The policies call the check functions as the querying role (PUBLIC may not, V7).
         tx.batch_execute(&format!(
             "GRANT EXECUTE ON FUNCTION {} TO {}",
             check_functions(&s),

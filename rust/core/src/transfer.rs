@@ -127,6 +127,7 @@ impl Store {
         sql: &TransferSql,
         session: &TransferSession,
     ) -> Result<TransferOutcome> {
+        let st = self.statements();
         let mut conn = self.connection().await?;
         let tx = conn.transaction().await?;
         let (app, user, id) = (&session.app_name, &session.user_id, &session.session_id);
@@ -140,8 +141,9 @@ impl Store {
             .collect();
         let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
 
-        let created = !tx
+        let created = !st
             .query(
+                &tx,
                 &sql.insert_session,
                 &[
                     app,
@@ -158,11 +160,11 @@ impl Store {
         let (revision, new_events, state_taken) = if created {
             (0i64, events, true)
         } else {
-            let row = tx.query_one(&sql.lock_session, &[app, user, id]).await?;
+            let row = st.query_one(&tx, &sql.lock_session, &[app, user, id]).await?;
             let revision: i64 = row.get(0);
             let stored_update: f64 = row.get(1);
-            let present: std::collections::HashSet<String> = tx
-                .query(&sql.existing_events, &[app, user, id, &ids])
+            let present: std::collections::HashSet<String> = st
+                .query(&tx, &sql.existing_events, &[app, user, id, &ids])
                 .await?
                 .iter()
                 .map(|r| r.get(0))
@@ -186,7 +188,8 @@ impl Store {
             let seqs: Vec<i64> = (1..=new_events.len() as i64)
                 .map(|n| revision + n)
                 .collect();
-            tx.execute(
+            st.execute(
+                &tx,
                 &sql.insert_events,
                 &[
                     app,
@@ -205,7 +208,8 @@ impl Store {
             // Each new event is one revision, as if appended; a state change alone is one more.
             let bump = new_events.len() as i64 + i64::from(state_taken && new_events.is_empty());
             if bump > 0 {
-                tx.execute(
+                st.execute(
+                    &tx,
                     &sql.update_session,
                     &[
                         app,
@@ -221,15 +225,15 @@ impl Store {
             }
         }
         if let Some(state) = &session.app_state {
-            tx.execute(&sql.merge_app_state, &[app, &JsonParam(state)])
+            st.execute(&tx, &sql.merge_app_state, &[app, &JsonParam(state)])
                 .await?;
         }
         if let Some(state) = &session.user_state {
-            tx.execute(&sql.merge_user_state, &[app, user, &JsonParam(state)])
+            st.execute(&tx, &sql.merge_user_state, &[app, user, &JsonParam(state)])
                 .await?;
         }
-        let present: i64 = tx
-            .query(&sql.existing_events, &[app, user, id, &ids])
+        let present: i64 = st
+            .query(&tx, &sql.existing_events, &[app, user, id, &ids])
             .await?
             .len() as i64;
         tx.commit().await?;

@@ -21,6 +21,7 @@ fn class_name(kind: ErrorKind) -> &'static str {
         ErrorKind::Forked => "ProcessForkedError",
         ErrorKind::Closed => "ClosedError",
         ErrorKind::Database => "DatabaseError",
+        ErrorKind::Internal => "InternalError",
     }
 }
 

@@ -25,6 +25,22 @@ fn check_schema_name(name: &str) -> PyResult<()> {
     adk_postgres_core::config::validate_schema_name(name).map_err(errors::to_pyerr)
 }
 
+/// For the test suite: a call whose Rust future (`stage="run"`) or whose result conversion on
+/// the event loop (`stage="convert"`) panics, as a bug would; its awaitable must fail with
+/// `InternalError` rather than wait forever.
+#[pyfunction]
+fn _panicking_call<'py>(py: Python<'py>, stage: String) -> PyResult<Bound<'py, PyAny>> {
+    let in_run = stage == "run";
+    runtime::spawn(
+        py,
+        async move {
+            assert!(!in_run, "a deliberate panic in a Rust future");
+            Ok(())
+        },
+        |_py, ()| panic!("a deliberate panic while converting a result"),
+    )
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<runtime::Bridge>()?;
@@ -35,6 +51,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<tenancy::PyTenancyStore>()?;
     m.add_function(wrap_pyfunction!(json_nesting_depth, m)?)?;
     m.add_function(wrap_pyfunction!(check_schema_name, m)?)?;
+    m.add_function(wrap_pyfunction!(_panicking_call, m)?)?;
     m.add(
         "SCHEMA_VERSION",
         adk_postgres_core::migrations::latest_version(),

@@ -11,17 +11,25 @@
 //! while the main thread finalises aborts the process). Keeping Python on the loop thread also
 //! avoids GIL hand-offs between threads on every call.
 //!
+//! Nothing may leave an asyncio future waiting forever: a Rust future that panics completes its
+//! Python future with `InternalError`, a conversion that panics or fails completes it with the
+//! error, and a failure while resolving one future is reported (as an unraisable exception)
+//! without delaying the others drained with it.
+//!
 //! The runtime itself is per process: a forked child (whose copy of the parent's runtime has no
 //! worker threads) builds its own on first use.
 
+use std::any::Any;
 use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use adk_postgres_core::StoreError;
+use adk_postgres_core::{ErrorKind, StoreError};
+use futures_util::FutureExt;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyBytes;
@@ -136,7 +144,8 @@ impl Bridge {
     }
 
     /// Resolve the futures whose results arrived (called by the loop when `fd` is readable).
-    fn drain(&self, py: Python<'_>) -> PyResult<()> {
+    /// Each is resolved on its own: a failure is reported and the next one still resolved.
+    fn drain(&self, py: Python<'_>) {
         let mut sink = [0u8; 256];
         while matches!((&self.reader).read(&mut sink), Ok(n) if n > 0) {}
         loop {
@@ -147,7 +156,7 @@ impl Bridge {
                 .unwrap_or_else(|e| e.into_inner())
                 .pop_front();
             let Some(Completion { id, result }) = next else {
-                return Ok(());
+                return;
             };
             let pending = self
                 .pending
@@ -155,16 +164,12 @@ impl Bridge {
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&id);
             let Some(Pending { future, .. }) = pending else {
-                continue;
+                continue; // cancelled meanwhile
             };
             let future = future.into_bound(py);
-            if future.call_method0("done")?.is_truthy()? {
-                continue; // cancelled meanwhile
+            if let Err(err) = resolve(py, &future, result) {
+                err.write_unraisable(py, Some(&future));
             }
-            match result.map_err(to_pyerr).and_then(|convert| convert(py)) {
-                Ok(value) => future.call_method1("set_result", (value,))?,
-                Err(err) => future.call_method1("set_exception", (err.into_value(py),))?,
-            };
         }
     }
 
@@ -172,6 +177,39 @@ impl Bridge {
     fn in_flight(&self) -> usize {
         self.pending.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
+}
+
+/// Completes `future` with the converted result or the error.
+fn resolve(
+    py: Python<'_>,
+    future: &Bound<'_, PyAny>,
+    result: Result<Convert, StoreError>,
+) -> PyResult<()> {
+    if future.call_method0("done")?.is_truthy()? {
+        return Ok(()); // cancelled meanwhile
+    }
+    let value = result.map_err(to_pyerr).and_then(|convert| {
+        std::panic::catch_unwind(AssertUnwindSafe(|| convert(py)))
+            .unwrap_or_else(|panic| Err(to_pyerr(panicked("converting a result", &*panic))))
+    });
+    match value {
+        Ok(value) => future.call_method1("set_result", (value,))?,
+        Err(err) => future.call_method1("set_exception", (err.into_value(py),))?,
+    };
+    Ok(())
+}
+
+/// The error a caller sees for a panic in adk-postgres' Rust code.
+fn panicked(during: &str, panic: &(dyn Any + Send)) -> StoreError {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_string());
+    StoreError::new(
+        ErrorKind::Internal,
+        format!("adk-postgres' Rust core panicked while {during}: {message}"),
+    )
 }
 
 /// Done-callback of every call's future: when the future is cancelled, the Rust future is
@@ -229,9 +267,10 @@ where
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let mailbox = bridge.mailbox.clone();
     let task = runtime().spawn(async move {
-        let result = fut
-            .await
-            .map(|value| -> Convert { Box::new(move |py| convert(py, value)) });
+        let result = match AssertUnwindSafe(fut).catch_unwind().await {
+            Ok(result) => result.map(|value| -> Convert { Box::new(move |py| convert(py, value)) }),
+            Err(panic) => Err(panicked("running a call", &*panic)),
+        };
         mailbox.deliver(Completion { id, result });
     });
     bridge

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use adk_postgres_core::coalesce::{Blob, OwnedAppend};
-use adk_postgres_core::sessions::{AppendOutcome, SessionData, SessionKey};
+use adk_postgres_core::sessions::{AppendOutcome, Expected, SessionData, SessionKey};
 use adk_postgres_core::transfer::{TransferEvent, TransferSession, TransferSql};
 use adk_postgres_core::{Store, StoreConfig, StoreError, StoreOptions};
 use pyo3::prelude::*;
@@ -190,6 +190,7 @@ impl PyStore {
                         py,
                         [
                             c.revision.into_pyobject(py)?.into_any(),
+                            c.incarnation.into_pyobject(py)?.into_any(),
                             bytes_opt(py, c.app_state.as_deref()),
                             bytes_opt(py, c.user_state.as_deref()),
                         ],
@@ -274,6 +275,7 @@ impl PyStore {
                         PyBytes::new(py, &s.state),
                         s.revision,
                         s.last_update_time,
+                        s.incarnation,
                     ))?;
                 }
                 Ok(PyTuple::new(
@@ -318,7 +320,7 @@ impl PyStore {
     /// Returns `(outcome, revision)`: outcome is "appended", "already_stored", "stale" or
     /// "not_found" (revision None).
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (app_name, user_id, session_id, expected_revision, event_id, invocation_id, timestamp, event_json, session_delta, app_delta, user_delta))]
+    #[pyo3(signature = (app_name, user_id, session_id, expected_revision, incarnation, event_id, invocation_id, timestamp, event_json, session_delta, app_delta, user_delta))]
     fn append_event<'py>(
         &self,
         py: Python<'py>,
@@ -326,6 +328,7 @@ impl PyStore {
         user_id: String,
         session_id: String,
         expected_revision: i64,
+        incarnation: Option<i64>,
         event_id: String,
         invocation_id: String,
         timestamp: f64,
@@ -341,7 +344,10 @@ impl PyStore {
             app_name,
             user_id,
             session_id,
-            expected_revision,
+            expected: Expected {
+                revision: expected_revision,
+                incarnation,
+            },
             event_id,
             invocation_id,
             timestamp,
@@ -437,7 +443,12 @@ impl PyStore {
             |py, info| {
                 Ok(match info {
                     None => py.None(),
-                    Some(i) => (i.revision, i.last_update_time, i.last_event_id)
+                    Some(i) => (
+                        i.revision,
+                        i.last_update_time,
+                        i.incarnation,
+                        i.last_event_id,
+                    )
                         .into_pyobject(py)?
                         .into_any()
                         .unbind(),

@@ -3,6 +3,8 @@ sessions, artifacts or memory; a user-scoped role sees only its user; off means 
 
 from __future__ import annotations
 
+import hashlib
+import os
 import subprocess
 import sys
 import uuid
@@ -260,3 +262,284 @@ def test_tenancy_cli(pg_url: str, schema_name: str) -> None:
     assert cli("revoke", role, "shop", "--user", "ann").stdout.startswith("revoked")
     missing = cli("grant", "no_such_role_xyz", "shop")
     assert missing.returncode == 1 and "no database role named" in missing.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# Hardening (migration 7): shared artifact contents cannot be changed or forged by a tenant,
+# and the grant checks answer only for roles the caller may act as.
+# --------------------------------------------------------------------------------------------
+
+MIB = 1024 * 1024
+
+
+async def _two_tenants(
+    pg_url: str, schema_name: str, pg_admin: asyncpg.Connection, roles: list[str]
+) -> tuple[Tenant, Tenant, Tenant]:
+    owner = Tenant(pg_url, schema_name)
+    await owner.artifacts.list_artifact_keys(app_name="x", user_id="u", session_id="s")
+    for role in roles:
+        await pg_admin.execute(RUNTIME_GRANTS.format(schema=f'"{schema_name}"', role=role))
+    await grant_tenant(owner.db, roles[0], "one")
+    await grant_tenant(owner.db, roles[1], "two")
+    await enable_row_level_security(owner.db)
+    return (
+        owner,
+        Tenant(as_role(pg_url, roles[0]), schema_name),
+        Tenant(as_role(pg_url, roles[1]), schema_name),
+    )
+
+
+async def _load(tenant: Tenant, app: str, filename: str) -> bytes | None:
+    part = await tenant.artifacts.load_artifact(
+        app_name=app, user_id="u", session_id="s", filename=filename
+    )
+    return None if part is None or part.inline_data is None else part.inline_data.data
+
+
+async def test_a_tenant_cannot_change_or_delete_shared_content(
+    pg_url: str, schema_name: str, pg_admin: asyncpg.Connection, roles: list[str]
+) -> None:
+    owner, first, second = await _two_tenants(pg_url, schema_name, pg_admin, roles)
+    s = f'"{schema_name}"'
+    small, large = b"first tenant's bytes" * 100, os.urandom(2 * MIB + 5)
+    try:
+        for name, data in (("small.bin", small), ("large.bin", large)):
+            await first.artifacts.save_artifact(
+                app_name="one",
+                user_id="u",
+                session_id="s",
+                filename=name,
+                artifact=types.Part.from_bytes(data=data, mime_type="x/y"),
+            )
+        attacker = await asyncpg.connect(as_role(pg_url, roles[1]))
+        try:
+            for data in (small, large):
+                sha = hashlib.sha256(data).digest()
+                attacks = [
+                    f"UPDATE {s}.artifact_chunks SET data = 'evil' WHERE sha256 = $1",
+                    f"UPDATE {s}.artifact_contents SET size = 4 WHERE sha256 = $1",
+                    f"UPDATE {s}.artifact_contents SET storage = 'fs' WHERE sha256 = $1",
+                    f"DELETE FROM {s}.artifact_chunks WHERE sha256 = $1",
+                    f"DELETE FROM {s}.artifact_chunks WHERE sha256 = $1 AND seq = 0",
+                    f"INSERT INTO {s}.artifact_chunks VALUES ($1, 99, 'appended')",
+                    f"INSERT INTO {s}.artifact_chunks VALUES ($1, -1, 'prepended')",
+                ]
+                for sql in attacks:
+                    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                        await attacker.execute(sql, sha)
+                # The save path's no-op lock of an existing content does not open it up.
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    async with attacker.transaction():
+                        await attacker.execute(
+                            f"INSERT INTO {s}.artifact_contents AS t (sha256, size, storage)"
+                            " VALUES ($1, 1, 'db')"
+                            " ON CONFLICT (sha256) DO UPDATE SET size = t.size",
+                            sha,
+                        )
+                        await attacker.execute(
+                            f"INSERT INTO {s}.artifact_chunks VALUES ($1, 99, 'x')", sha
+                        )
+                # Still in use by the first tenant: the foreign key keeps it.
+                with pytest.raises(asyncpg.ForeignKeyViolationError):
+                    await attacker.execute(
+                        f"DELETE FROM {s}.artifact_contents WHERE sha256 = $1", sha
+                    )
+        finally:
+            await attacker.close()
+        assert await _load(first, "one", "small.bin") == small
+        assert await _load(first, "one", "large.bin") == large
+        # The orphan cleanup (owner) and cascades still remove contents when they are unused.
+        for name in ("small.bin", "large.bin"):
+            await first.artifacts.delete_artifact(
+                app_name="one", user_id="u", session_id="s", filename=name
+            )
+        assert await pg_admin.fetchval(f"SELECT count(*) FROM {s}.artifact_chunks") == 0
+    finally:
+        for tenant in (owner, first, second):
+            await tenant.db.close()
+
+
+async def test_forged_content_cannot_poison_another_tenants_save(
+    pg_url: str, schema_name: str, pg_admin: asyncpg.Connection, roles: list[str]
+) -> None:
+    """The attacker knows (or guesses) the bytes the victim will save, and stores something
+    else under their SHA-256 first, hoping the victim's save reuses it."""
+    owner, victim, _ = await _two_tenants(pg_url, schema_name, pg_admin, roles)
+    s = f'"{schema_name}"'
+    small, large = b"the victim's contract" * 50, os.urandom(3 * MIB + 1)
+    attacker = await asyncpg.connect(as_role(pg_url, roles[1]))
+    try:
+        for data in (small, large):
+            sha = hashlib.sha256(data).digest()
+            wrong = bytes(len(data))  # right length, wrong bytes
+            forgeries = [
+                [("db", len(data), [(0, wrong)])],
+                [("db", len(data), [(0, wrong[:MIB]), (1, wrong[MIB:])])],
+                [("db", len(data), [])],  # no bytes at all
+                [("db", 0, [])],
+                [("fs", len(data), [])],  # "it is in a content directory"
+            ]
+            for forgery in forgeries:
+                for storage, size, chunks in forgery:
+                    with pytest.raises(
+                        (asyncpg.CheckViolationError, asyncpg.InsufficientPrivilegeError)
+                    ):
+                        async with attacker.transaction():
+                            await attacker.execute(
+                                f"INSERT INTO {s}.artifact_contents (sha256, size, storage,"
+                                " created_xid) VALUES ($1, $2, $3, '1')",
+                                sha,
+                                size,
+                                storage,
+                            )
+                            for seq, chunk in chunks:
+                                await attacker.execute(
+                                    f"INSERT INTO {s}.artifact_chunks VALUES ($1, $2, $3)",
+                                    sha,
+                                    seq,
+                                    chunk,
+                                )
+            assert (
+                await pg_admin.fetchval(
+                    f"SELECT count(*) FROM {s}.artifact_contents WHERE sha256 = $1", sha
+                )
+                == 0
+            )
+        # Correct bytes are fine (nothing to forge): the victim's save reuses them.
+        honest_sha = hashlib.sha256(small).digest()
+        async with attacker.transaction():
+            await attacker.execute(
+                f"INSERT INTO {s}.artifact_contents (sha256, size, storage) VALUES ($1, $2, 'db')",
+                honest_sha,
+                len(small),
+            )
+            await attacker.execute(
+                f"INSERT INTO {s}.artifact_chunks VALUES ($1, 0, $2)", honest_sha, small
+            )
+    finally:
+        await attacker.close()
+    try:
+        for name, data in (("small.bin", small), ("large.bin", large)):
+            await victim.artifacts.save_artifact(
+                app_name="one",
+                user_id="u",
+                session_id="s",
+                filename=name,
+                artifact=types.Part.from_bytes(data=data, mime_type="x/y"),
+            )
+            assert await _load(victim, "one", name) == data
+        # ...through the service too: a tenant's own saves are checked at commit and pass.
+        assert await pg_admin.fetchval(f"SELECT count(*) FROM {s}.artifact_contents") == 2
+    finally:
+        for tenant in (owner, victim):
+            await tenant.db.close()
+
+
+async def test_tenant_roles_keep_contents_in_the_database_while_rls_is_on(
+    pg_url: str, schema_name: str, pg_admin: asyncpg.Connection, roles: list[str], tmp_path
+) -> None:
+    """The server cannot check files in a content directory, so a tenant role's save there is
+    refused (and leaves no file behind); the owner's works."""
+    owner, first, _ = await _two_tenants(pg_url, schema_name, pg_admin, roles)
+    content_dir = tmp_path / "content"
+    tenant_files = PostgresArtifactService(database=first.db, content_dir=content_dir)
+    owner_files = PostgresArtifactService(database=owner.db, content_dir=content_dir)
+    try:
+        with pytest.raises(InsufficientPrivilegeError, match="content_dir"):
+            await tenant_files.save_artifact(
+                app_name="one",
+                user_id="u",
+                session_id="s",
+                filename="f",
+                artifact=types.Part.from_bytes(data=b"tenant bytes", mime_type="x/y"),
+            )
+        assert [p for p in content_dir.rglob("*") if p.is_file()] == []
+        await owner_files.save_artifact(
+            app_name="one",
+            user_id="u",
+            session_id="s",
+            filename="f",
+            artifact=types.Part.from_bytes(data=b"owner bytes", mime_type="x/y"),
+        )
+        assert len([p for p in content_dir.rglob("*") if p.is_file()]) == 1
+    finally:
+        for tenant in (owner, first):
+            await tenant.db.close()
+
+
+async def test_check_functions_answer_only_granted_roles_about_themselves(
+    pg_url: str, schema_name: str, pg_admin: asyncpg.Connection, roles: list[str]
+) -> None:
+    shop_role, docs_role, outsider = roles
+    owner = Tenant(pg_url, schema_name)
+    await owner.db.migrate()
+    for role in roles:
+        await pg_admin.execute(RUNTIME_GRANTS.format(schema=f'"{schema_name}"', role=role))
+    await grant_tenant(owner.db, shop_role, "shop")
+    await grant_tenant(owner.db, docs_role, "docs")
+    s = f'"{schema_name}"'
+    sees = f"SELECT {s}.adk_postgres_tenant_sees($1, $2, 'u')"
+    sees_app = f"SELECT {s}.adk_postgres_tenant_sees_app($1, $2)"
+
+    async def ask(role: str, sql: str, *args: str) -> bool:
+        conn = await asyncpg.connect(as_role(pg_url, role))
+        try:
+            return bool(await conn.fetchval(sql, *args))
+        finally:
+            await conn.close()
+
+    try:
+        # A role without grants may not run them at all (PUBLIC may not).
+        for sql in (sees, sees_app):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await ask(outsider, sql, shop_role, "shop")
+        # A tenant learns its own grants, nothing about other roles'.
+        assert await ask(shop_role, sees, shop_role, "shop")
+        assert await ask(shop_role, sees_app, shop_role, "shop")
+        assert not await ask(shop_role, sees, docs_role, "docs")
+        assert not await ask(shop_role, sees_app, docs_role, "docs")
+        # Revoking the last grant takes EXECUTE back.
+        assert await revoke_tenant(owner.db, docs_role, "docs")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await ask(docs_role, sees_app, docs_role, "docs")
+        # The policies keep working for granted roles (they call the functions).
+        await enable_row_level_security(owner.db)
+        shop = Tenant(as_role(pg_url, shop_role), schema_name)
+        try:
+            created = await shop.sessions.create_session(app_name="shop", user_id="u")
+            assert await shop.sessions.get_session(
+                app_name="shop", user_id="u", session_id=created.id
+            )
+        finally:
+            await shop.db.close()
+    finally:
+        await owner.db.close()
+
+
+async def test_upgrading_keeps_roles_granted_before_the_hardening(
+    pg_url: str, schema_name: str, pg_admin: asyncpg.Connection, roles: list[str]
+) -> None:
+    """Migration 7 grants EXECUTE to the roles already in `tenants` (it is re-run here on a
+    schema put back to version 6, the state an upgrade starts from)."""
+    role = roles[0]
+    owner = Tenant(pg_url, schema_name)
+    await owner.db.migrate()
+    await pg_admin.execute(RUNTIME_GRANTS.format(schema=f'"{schema_name}"', role=role))
+    await grant_tenant(owner.db, role, "shop")
+    await enable_row_level_security(owner.db)
+    await owner.db.close()
+    s = f'"{schema_name}"'
+    await pg_admin.execute(
+        f"REVOKE EXECUTE ON FUNCTION {s}.adk_postgres_tenant_sees(name, text, text),"
+        f" {s}.adk_postgres_tenant_sees_app(name, text) FROM {role};"
+        f" DELETE FROM {s}.adk_postgres_migrations WHERE version >= 7"
+    )
+    owner = Tenant(pg_url, schema_name)
+    tenant = Tenant(as_role(pg_url, role), schema_name)
+    try:
+        await owner.db.migrate()
+        created = await tenant.sessions.create_session(app_name="shop", user_id="u")
+        assert created.app_name == "shop"
+    finally:
+        for t in (owner, tenant):
+            await t.db.close()

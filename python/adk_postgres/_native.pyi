@@ -8,6 +8,7 @@ from typing import Literal
 SCHEMA_VERSION: int
 
 def json_nesting_depth(data: bytes) -> int: ...
+def check_schema_name(name: str) -> None: ...
 
 __version__: str
 
@@ -148,7 +149,7 @@ class ArtifactStore:
     def delete(
         self, app_name: str, user_id: str, session_id: str, filename: str
     ) -> Awaitable[bool]: ...
-    def collect_garbage(self) -> Awaitable[int]: ...
+    def collect_garbage(self, grace_s: float = 3600.0) -> Awaitable[int]: ...
 
 # (memory_id, session_id, author, event_ts, timestamp_text, content, metadata, search_text)
 MemoryEntryRow = tuple[
@@ -231,6 +232,7 @@ class AdminStore:
         keep_events: int | None = None,
         orphaned_artifacts: bool = False,
         content_dir: str | None = None,
+        file_grace: float = 3600.0,
         dry_run: bool = False,
         batch_size: int = 1000,
     ) -> Awaitable[dict[str, object]]: ...

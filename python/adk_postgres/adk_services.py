@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from . import embedded
+from ._native import check_schema_name
 from .artifact_service import PostgresArtifactService
 from .database import DEFAULT_SCHEMA, Database
 from .errors import ConfigurationError
@@ -80,9 +81,12 @@ class ServiceUri:
                 pool_size = int(ours["pool_size"])
             except ValueError:
                 raise ConfigurationError("pool_size must be an integer") from None
+        # An explicit but empty ?schema= is a mistake, refused with the other bad names.
+        schema = ours["schema"] if "schema" in ours else DEFAULT_SCHEMA
+        check_schema_name(schema)
         return cls(
             libpq_url=libpq_url,
-            schema=ours.get("schema") or DEFAULT_SCHEMA,
+            schema=schema,
             pool_size=pool_size,
             options={k: v for k, v in ours.items() if k not in _POOL_OPTIONS},
         )

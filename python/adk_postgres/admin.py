@@ -35,7 +35,7 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"(\d+)([smhdw])")
 
 
-def parse_duration(text: str) -> timedelta:
+def parse_duration(text: str, *, allow_zero: bool = False) -> timedelta:
     """``90m``, ``12h``, ``30d``, ``2w`` (units s, m, h, d, w; combinable: ``1d12h``)."""
     compact = text.strip().lower().replace(" ", "")
     parts = _DURATION.findall(compact)
@@ -45,7 +45,7 @@ def parse_duration(text: str) -> timedelta:
             "12h, 30d, 2w)"
         )
     seconds = sum(int(n) * _UNIT_SECONDS[u] for n, u in parts)
-    if seconds <= 0:
+    if seconds < 0 or (seconds == 0 and not allow_zero):
         raise ConfigurationError(f"invalid duration {text!r}: must be longer than zero")
     return timedelta(seconds=seconds)
 
@@ -301,6 +301,7 @@ class Admin:
         keep_events: int | None = None,
         orphaned_artifacts: bool = False,
         content_dir: str | Path | None = None,
+        file_grace: timedelta | str | None = None,
         dry_run: bool = False,
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> PruneReport:
@@ -311,13 +312,19 @@ class Admin:
           ``num_recent_events`` reads in), without touching the session's revision;
         * ``orphaned_artifacts``: session-scoped artifacts whose session no longer exists,
           contents no version uses (without ``app_name`` only: contents are shared between
-          apps), and with ``content_dir`` the files of deleted contents.
+          apps), and with ``content_dir`` the files of deleted contents and files no content
+          uses (left by failed or cancelled saves) once older than ``file_grace`` (1 hour).
 
         Each batch of ``batch_size`` sessions (artifacts, contents) is one transaction.
         Raises ``ConfigurationError`` when no criterion is given.
         """
         if isinstance(idle_for, str):
             idle_for = parse_duration(idle_for)
+        if isinstance(file_grace, str):
+            file_grace = parse_duration(file_grace, allow_zero=True)
+        grace: dict[str, float] = {}
+        if file_grace is not None:
+            grace["file_grace"] = file_grace.total_seconds()
         if idle_for is None and keep_events is None and not orphaned_artifacts:
             raise ConfigurationError(
                 "nothing to prune: give idle_for, keep_events or orphaned_artifacts"
@@ -328,6 +335,7 @@ class Admin:
             keep_events=keep_events,
             orphaned_artifacts=orphaned_artifacts,
             content_dir=str(Path(content_dir).expanduser()) if content_dir is not None else None,
+            **grace,
             dry_run=dry_run,
             batch_size=batch_size,
         )

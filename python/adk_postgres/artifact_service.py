@@ -427,13 +427,17 @@ class PostgresArtifactService(DatabaseBacked, BaseArtifactService):
         return self._artifact_version(app_name, user_id, scope, filename, row)
 
     @traced("artifacts")
-    async def collect_garbage(self) -> int:
-        """Remove the files of deleted contents that a delete could not remove (for example
-        after a crash); ``content_dir`` services only. Returns how many files were removed."""
+    async def collect_garbage(self, *, grace: float = 3600.0) -> int:
+        """Remove files in ``content_dir`` that no stored version uses: files of deleted
+        contents a delete could not remove (for example after a crash), and files written by
+        saves that then failed, were cancelled or crashed, once they are ``grace`` seconds
+        old. A save of the same bytes running meanwhile is never affected (each file is
+        checked again under a lock savers hold). ``content_dir`` services only. Returns how
+        many files were removed."""
         if self._content_dir is None:
             return 0
         store = await self._store()
-        return await store.collect_garbage()
+        return await store.collect_garbage(grace)
 
     def __repr__(self) -> str:
         where = f", content_dir={str(self._content_dir)!r}" if self._content_dir else ""

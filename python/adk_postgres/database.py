@@ -14,7 +14,7 @@ from types import TracebackType
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from . import embedded
-from ._native import Store
+from ._native import Store, check_schema_name
 from .errors import ClosedError, ConfigurationError
 
 DEFAULT_SCHEMA = "public"
@@ -102,6 +102,10 @@ class Database:
         application_name: str | None = "adk-postgres",
         coalesce_appends: bool | None = None,
     ) -> None:
+        if not isinstance(schema, str):
+            raise ConfigurationError(f"schema must be a str, got {type(schema).__name__}")
+        # Checked here too: with no URL the store is built only after the embedded server starts.
+        check_schema_name(schema)
         url = resolve_uri(uri)
         url_options: dict[str, bool] = {}
         if url is not None:

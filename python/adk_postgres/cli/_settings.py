@@ -67,7 +67,11 @@ class Settings:
 
     @property
     def schema(self) -> str:
-        return self.schema_flag or os.environ.get(SCHEMA_ENV) or DEFAULT_SCHEMA
+        # An explicit empty --schema is refused later (ConfigurationError), not turned into
+        # the default.
+        if self.schema_flag is not None:
+            return self.schema_flag
+        return os.environ.get(SCHEMA_ENV) or DEFAULT_SCHEMA
 
     @property
     def pool_size(self) -> int:

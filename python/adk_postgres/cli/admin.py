@@ -214,13 +214,16 @@ class Duration(click.ParamType):
 
     name = "duration"
 
+    def __init__(self, *, allow_zero: bool = False) -> None:
+        self.allow_zero = allow_zero
+
     def convert(
         self, value: Any, param: click.Parameter | None, ctx: click.Context | None
     ) -> timedelta:
         if isinstance(value, timedelta):
             return value
         try:
-            return parse_duration(str(value))
+            return parse_duration(str(value), allow_zero=self.allow_zero)
         except ConfigurationError as exc:
             self.fail(str(exc), param, ctx)
 
@@ -276,6 +279,13 @@ def _print_prune(report: PruneReport) -> None:
     help="The artifact service's content_dir, to unlink files of deleted contents.",
 )
 @click.option(
+    "--file-grace",
+    type=Duration(allow_zero=True),
+    metavar="DURATION",
+    help="With --content-dir, also unlink files no content uses (left by failed or cancelled "
+    "saves) once older than this. Default: 1h.",
+)
+@click.option(
     "--batch-size",
     type=click.IntRange(min=1),
     default=DEFAULT_BATCH_SIZE,
@@ -292,6 +302,7 @@ def prune_command(
     keep_events: int | None,
     orphaned_artifacts: bool,
     content_dir: Path | None,
+    file_grace: timedelta | None,
     batch_size: int,
     as_json: bool,
 ) -> None:
@@ -321,6 +332,7 @@ def prune_command(
             keep_events=keep_events,
             orphaned_artifacts=orphaned_artifacts,
             content_dir=content_dir,
+            file_grace=file_grace,
             dry_run=dry_run,
             batch_size=batch_size,
         )

@@ -11,7 +11,7 @@
 //! writable (see [`Store::prune`]).
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio_postgres::config::Host;
 use tokio_postgres::types::ToSql;
@@ -1173,6 +1173,9 @@ pub struct PruneOptions {
     pub orphaned_artifacts: bool,
     /// Directory of `fs` contents (the artifact service's `content_dir`).
     pub content_dir: Option<PathBuf>,
+    /// With `content_dir`: files no content uses (left by failed or cancelled saves) are
+    /// removed once at least this many seconds old.
+    pub file_grace_s: f64,
     /// Count only; change nothing.
     pub dry_run: bool,
     /// Sessions (artifact files, contents) per transaction.
@@ -1187,6 +1190,7 @@ impl Default for PruneOptions {
             keep_events: None,
             orphaned_artifacts: false,
             content_dir: None,
+            file_grace_s: crate::artifacts::DEFAULT_FILE_GRACE_S,
             dry_run: false,
             batch_size: DEFAULT_BATCH_SIZE,
         }
@@ -1207,6 +1211,9 @@ impl PruneOptions {
         }
         if self.keep_events.is_some_and(|n| n < 0) {
             return Err(StoreError::config("keep_events must be >= 0"));
+        }
+        if !self.file_grace_s.is_finite() || self.file_grace_s < 0.0 {
+            return Err(StoreError::config("file_grace must be a duration >= 0"));
         }
         if self.batch_size < 1 {
             return Err(StoreError::config("batch_size must be >= 1"));
@@ -1325,8 +1332,11 @@ impl Store {
                 report.content_bytes = row.get(1);
                 let new_files: i64 = row.get(2);
                 let queued: i64 = tx.query_one(&sql.fs_queued, &[]).await?.get(0);
-                if options.content_dir.is_some() {
-                    report.files = queued + new_files;
+                if let Some(dir) = &options.content_dir {
+                    let backend = ArtifactBackend::new(self, Some(dir.clone()));
+                    let grace = Duration::from_secs_f64(options.file_grace_s);
+                    let orphans = self.collect_orphan_files(&backend, grace, true).await?;
+                    report.files = queued + new_files + orphans as i64;
                 } else {
                     report.files_queued = queued + new_files;
                 }
@@ -1460,6 +1470,12 @@ impl Store {
                 report.files_queued = conn.query_one(&sql.fs_queued, &[]).await?.get(0);
             }
             _ => report.files_queued = queued,
+        }
+        // Files no content uses (saves that failed or were cancelled after writing them).
+        if let Some(dir) = &options.content_dir {
+            let backend = ArtifactBackend::new(self, Some(dir.clone()));
+            let grace = Duration::from_secs_f64(options.file_grace_s);
+            report.files += self.collect_orphan_files(&backend, grace, false).await? as i64;
         }
         Ok(())
     }

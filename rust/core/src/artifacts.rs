@@ -27,11 +27,12 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use deadpool_postgres::Object;
 use futures_util::{pin_mut, TryStreamExt};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio_postgres::Row;
 
 use crate::codec::{JsonText, JsonTextParam};
@@ -42,6 +43,10 @@ use crate::store::{Retry, Store};
 
 /// Bytes per `artifact_chunks` row, and the largest payload saved or loaded in one statement.
 pub const CHUNK_SIZE: usize = 1 << 20;
+
+/// How old an unreferenced file in the content directory must be before garbage collection
+/// removes it, by default (seconds).
+pub const DEFAULT_FILE_GRACE_S: f64 = 3600.0;
 
 /// First key of the two-key advisory locks taken on a content hash ("ADKA").
 const LOCK_CLASS: i32 = 0x4144_4B41;
@@ -144,7 +149,10 @@ pub struct ArtifactSql {
     pub delete: String,
     pub garbage: String,
     pub lock_content: String,
+    pub try_lock_content: String,
     pub collect_garbage: String,
+    pub file_unused: String,
+    pub fs_contents_among: String,
 }
 
 impl ArtifactSql {
@@ -245,12 +253,22 @@ impl ArtifactSql {
             ),
             lock_content: "SELECT 1 FROM (SELECT pg_advisory_xact_lock($1::int4, $2::int4)) l"
                 .to_string(),
+            try_lock_content: "SELECT pg_try_advisory_xact_lock($1::int4, $2::int4)".to_string(),
             // Run after taking the exclusive lock on the hash (a new statement, so a new
             // snapshot): true when no `fs` content row needs the file.
             collect_garbage: format!(
                 "DELETE FROM {s}.artifact_fs_garbage WHERE sha256 = $1
                  RETURNING NOT EXISTS (SELECT 1 FROM {s}.artifact_contents
                                         WHERE sha256 = $1 AND storage = 'fs')"
+            ),
+            // Same question for a file found in the directory (not queued).
+            file_unused: format!(
+                "SELECT NOT EXISTS (SELECT 1 FROM {s}.artifact_contents
+                                     WHERE sha256 = $1 AND storage = 'fs')"
+            ),
+            fs_contents_among: format!(
+                "SELECT sha256 FROM {s}.artifact_contents
+                  WHERE storage = 'fs' AND sha256 = ANY($1::bytea[])"
             ),
         }
     }
@@ -355,66 +373,174 @@ fn io_error(what: &str, path: &Path, err: std::io::Error) -> StoreError {
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-async fn sync_dir(dir: &Path) -> Result<()> {
-    let f = tokio::fs::File::open(dir)
-        .await
-        .map_err(|e| io_error("cannot open directory", dir, e))?;
-    f.sync_all()
-        .await
-        .map_err(|e| io_error("cannot fsync directory", dir, e))
+/// Runs blocking file work without stalling the runtime's other tasks (on a multi-threaded
+/// runtime), and without an await point inside: a cancelled save never leaves it half done.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_thread {
+        tokio::task::block_in_place(f)
+    } else {
+        f()
+    }
+}
+
+/// The name of a temp file of `sha` (in `{dir}/tmp`): the hash, then what makes it unique.
+fn temp_name(sha: &[u8]) -> String {
+    format!(
+        "{}.{}.{}.tmp",
+        hex(sha),
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Writes `data` as the file of `sha`: temp file, fsync, rename, fsync of the directory. A
 /// complete file already there (renames are atomic, so any file at the final path is) is kept.
-/// tokio's file I/O copies at most a couple of MiB at a time, whatever the payload size.
+///
+/// Synchronous on purpose: tokio's file operations run on blocking threads that carry on
+/// after their future is dropped, so a cancelled save could rename its file into place after
+/// its transaction ended and a garbage collection had looked. Here the write happens whole
+/// (or fails and removes its temp file) before the caller's next await point.
 pub async fn write_content_file(dir: &Path, sha: &[u8], data: &[u8]) -> Result<()> {
+    blocking(|| write_content_file_sync(dir, sha, data))
+}
+
+fn write_content_file_sync(dir: &Path, sha: &[u8], data: &[u8]) -> Result<()> {
+    use std::io::Write;
     let path = content_path(dir, sha);
-    if let Ok(meta) = tokio::fs::metadata(&path).await {
+    if let Ok(meta) = std::fs::metadata(&path) {
         if meta.is_file() && meta.len() == data.len() as u64 {
             return Ok(());
         }
     }
     let parent = path.parent().expect("content paths have a parent");
-    tokio::fs::create_dir_all(parent)
-        .await
-        .map_err(|e| io_error("cannot create", parent, e))?;
+    std::fs::create_dir_all(parent).map_err(|e| io_error("cannot create", parent, e))?;
     let tmp_dir = dir.join("tmp");
-    tokio::fs::create_dir_all(&tmp_dir)
-        .await
-        .map_err(|e| io_error("cannot create", &tmp_dir, e))?;
-    let tmp = tmp_dir.join(format!(
-        "{}.{}.{}.tmp",
-        hex(sha),
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let written = async {
-        let mut f = tokio::fs::OpenOptions::new()
+    std::fs::create_dir_all(&tmp_dir).map_err(|e| io_error("cannot create", &tmp_dir, e))?;
+    let tmp = tmp_dir.join(temp_name(sha));
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&tmp)
-            .await
             .map_err(|e| io_error("cannot create", &tmp, e))?;
         f.write_all(data)
-            .await
-            .map_err(|e| io_error("cannot write", &tmp, e))?;
-        f.flush()
-            .await
             .map_err(|e| io_error("cannot write", &tmp, e))?;
         f.sync_all()
-            .await
             .map_err(|e| io_error("cannot fsync", &tmp, e))?;
         drop(f);
-        tokio::fs::rename(&tmp, &path)
-            .await
-            .map_err(|e| io_error("cannot rename into place", &path, e))?;
-        sync_dir(parent).await
-    }
-    .await;
+        std::fs::rename(&tmp, &path).map_err(|e| io_error("cannot rename into place", &path, e))?;
+        let d = std::fs::File::open(parent)
+            .map_err(|e| io_error("cannot open directory", parent, e))?;
+        d.sync_all()
+            .map_err(|e| io_error("cannot fsync directory", parent, e))
+    })();
     if written.is_err() {
-        let _ = tokio::fs::remove_file(&tmp).await;
+        let _ = std::fs::remove_file(&tmp);
     }
     written
+}
+
+/// The directories to sweep: `{dir}/ab` for each two-hex-digit prefix, and `{dir}/tmp`.
+fn content_groups(dir: &Path) -> Result<Vec<PathBuf>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_error("cannot list", dir, e)),
+    };
+    let mut groups: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name == "tmp" || (name.len() == 2 && is_lower_hex(&name))
+        })
+        .map(|e| e.path())
+        .collect();
+    groups.sort();
+    Ok(groups)
+}
+
+fn is_lower_hex(s: &str) -> bool {
+    s.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn parse_hex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 || !is_lower_hex(s) {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Hashes of the content files (`ab/cd/abcd…`) or temp files (`abcd….pid.n.tmp`) in one
+/// group whose last change is at least `grace` old. Names that are not ours are ignored.
+fn old_files(
+    group: &Path,
+    is_tmp: bool,
+    grace: Duration,
+    now: std::time::SystemTime,
+) -> Result<Vec<[u8; 32]>> {
+    let old_enough = |path: &Path| {
+        std::fs::symlink_metadata(path)
+            .ok()
+            .filter(|m| m.is_file())
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| now.duration_since(t).ok())
+            .is_some_and(|age| age >= grace)
+    };
+    let list = |d: &Path| -> Result<Vec<std::fs::DirEntry>> {
+        match std::fs::read_dir(d) {
+            Ok(entries) => Ok(entries.flatten().collect()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(io_error("cannot list", d, e)),
+        }
+    };
+    let mut out = Vec::new();
+    if is_tmp {
+        for entry in list(group)? {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if let Some(sha) = name.split('.').next().and_then(parse_hex32) {
+                if name.ends_with(".tmp") && old_enough(&entry.path()) && !out.contains(&sha) {
+                    out.push(sha);
+                }
+            }
+        }
+        return Ok(out);
+    }
+    let prefix1 = group.file_name().map(|n| n.to_string_lossy().into_owned());
+    for sub in list(group)? {
+        let sub_name = sub.file_name().to_string_lossy().into_owned();
+        if sub_name.len() != 2 || !is_lower_hex(&sub_name) {
+            continue;
+        }
+        for entry in list(&sub.path())? {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let Some(sha) = parse_hex32(&name) else {
+                continue;
+            };
+            let in_place = prefix1.as_deref() == Some(&name[0..2]) && sub_name == name[2..4];
+            if in_place && old_enough(&entry.path()) {
+                out.push(sha);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn remove_if_present(path: &Path) -> Result<bool> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io_error("cannot remove", path, e)),
+    }
 }
 
 /// Reads the file of `sha` into `out`; `false` if it is missing or not `out.len()` bytes long.
@@ -549,6 +675,9 @@ impl Store {
             return Ok(rows[0].get(0));
         }
         let mut conn = self.connection().await?;
+        // Whether a file of this hash may exist because of this save (written now or found
+        // there): if the save then fails, the file must not outlive it unreferenced.
+        let mut touched_file = false;
         let result = async {
             let tx = conn.transaction().await?;
             let mut wrote = false;
@@ -580,6 +709,7 @@ impl Store {
                 // shared lock keeps, or chunk rows, which the row lock taken by `save` keeps).
                 // Otherwise write the file now, before any row points at it.
                 if rows[0].get::<_, Option<&str>>(0).is_none() {
+                    touched_file = true;
                     write_content_file(backend.dir_for_writing()?, &sha, payload).await?;
                     wrote = true;
                 }
@@ -591,10 +721,139 @@ impl Store {
             if storage == Storage::Fs && inserted && !wrote {
                 // The row we saw was deleted meanwhile and ours replaces it: its bytes must be
                 // on disk before our row commits.
+                touched_file = true;
                 write_content_file(backend.dir_for_writing()?, &sha, payload).await?;
             }
             tx.commit().await?;
-            Ok(version)
+            Ok::<_, StoreError>(version)
+        }
+        .await;
+        if result.is_err() && touched_file {
+            // The transaction is gone (its ROLLBACK is queued on `conn`, ahead of anything we
+            // send next); remove the file unless another save of the same bytes now uses it.
+            // Best effort: whatever is left (a cancelled save, a lock still held, a dead
+            // connection) is found later by `collect_orphan_files`.
+            let dir = backend.dir_for_writing()?;
+            let _ = match &result {
+                Err(e) if e.kind == ErrorKind::Connection => {
+                    drop(Object::take(conn));
+                    match self.connection().await {
+                        Ok(mut fresh) => {
+                            self.remove_unused_file(&mut fresh, backend, dir, &sha, false)
+                                .await
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                _ => {
+                    self.remove_unused_file(&mut conn, backend, dir, &sha, false)
+                        .await
+                }
+            };
+            return result;
+        }
+        release_on_failure(conn, &result);
+        result
+    }
+
+    /// Unlinks the file of `sha` (and temp files of it) unless an `fs` content row uses it,
+    /// under the exclusive advisory lock on the hash, so no save of the same bytes is between
+    /// its file check and its commit. `wait`: wait for the lock (garbage collection) or give
+    /// up at once (a failed save's own cleanup). Returns how many files were removed.
+    async fn remove_unused_file(
+        &self,
+        conn: &mut Object,
+        backend: &ArtifactBackend,
+        dir: &Path,
+        sha: &[u8],
+        wait: bool,
+    ) -> Result<usize> {
+        let tx = conn.transaction().await?;
+        let key = lock_key(sha);
+        if wait {
+            self.run(&tx, &backend.sql.lock_content, &[&LOCK_CLASS, &key])
+                .await?;
+        } else {
+            let rows = self
+                .run(&tx, &backend.sql.try_lock_content, &[&LOCK_CLASS, &key])
+                .await?;
+            if !rows[0].get::<_, bool>(0) {
+                return Ok(0);
+            }
+        }
+        // A new statement: its snapshot sees every save that held the lock before us.
+        let rows = self.run(&tx, &backend.sql.file_unused, &[&sha]).await?;
+        let mut removed = 0;
+        if rows[0].get::<_, bool>(0) {
+            let path = content_path(dir, sha);
+            removed += usize::from(blocking(|| remove_if_present(&path))?);
+        }
+        // Temp files of this hash belong to dead writers: live ones hold the shared lock.
+        let prefix = format!("{}.", hex(sha));
+        let tmp_dir = dir.join("tmp");
+        removed += blocking(|| -> Result<usize> {
+            let entries = match std::fs::read_dir(&tmp_dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+                Err(e) => return Err(io_error("cannot list", &tmp_dir, e)),
+            };
+            let mut n = 0;
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                    n += usize::from(remove_if_present(&entry.path())?);
+                }
+            }
+            Ok(n)
+        })?;
+        tx.commit().await?;
+        Ok(removed)
+    }
+
+    /// Removes files in the content directory that no committed `fs` content uses: left by
+    /// saves that failed, were cancelled or crashed after writing their file, and temp files
+    /// of interrupted writes. Only files older than `grace` are considered (a margin on top
+    /// of the lock protocol, e.g. for clocks of other hosts sharing the directory). Each file
+    /// is removed under the exclusive lock on its hash after checking again (see
+    /// [`Store::save_artifact`]). `dry_run`: count only. Returns the number of files.
+    pub async fn collect_orphan_files(
+        &self,
+        backend: &ArtifactBackend,
+        grace: Duration,
+        dry_run: bool,
+    ) -> Result<usize> {
+        self.check_process()?;
+        let dir = backend.dir_for_reading()?.to_path_buf();
+        let groups = blocking(|| content_groups(&dir))?;
+        let mut conn = self.connection().await?;
+        let result = async {
+            let mut found = 0;
+            for group in groups {
+                let is_tmp = group.file_name().is_some_and(|n| n == "tmp");
+                let now = std::time::SystemTime::now();
+                let hashes = blocking(|| old_files(&group, is_tmp, grace, now))?;
+                for batch in hashes.chunks(1000) {
+                    let mut candidates: Vec<&[u8]> = batch.iter().map(|h| &h[..]).collect();
+                    if !is_tmp {
+                        // Most files are in use: one query per batch finds them.
+                        let used = self
+                            .statements()
+                            .query(&conn, &backend.sql.fs_contents_among, &[&candidates])
+                            .await?;
+                        let used: std::collections::HashSet<Vec<u8>> =
+                            used.iter().map(|r| r.get(0)).collect();
+                        candidates.retain(|h| !used.contains(*h));
+                    }
+                    for sha in candidates {
+                        found += if dry_run {
+                            1
+                        } else {
+                            self.remove_unused_file(&mut conn, backend, &dir, sha, true)
+                                .await?
+                        };
+                    }
+                }
+            }
+            Ok(found)
         }
         .await;
         release_on_failure(conn, &result);

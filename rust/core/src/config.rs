@@ -144,13 +144,40 @@ fn validate_options(options: &StoreOptions) -> Result<()> {
             "connect_timeout and acquire_timeout must be positive",
         ));
     }
-    let schema = &options.schema;
-    if schema.is_empty() || schema.len() > MAX_IDENTIFIER_LEN || schema.contains('\0') {
-        return Err(StoreError::config(format!(
-            "schema name must be 1 to {MAX_IDENTIFIER_LEN} bytes without NUL characters"
-        )));
+    validate_schema_name(&options.schema)
+}
+
+/// Checks a schema name before anything reaches the server.
+///
+/// Every statement quotes the name (`quote_ident`), but the migrations also paste it into
+/// dollar-quoted function bodies (`$$ … $$`), where quoting does not protect: a `$$` in the
+/// name would end the body and run the rest as SQL with the migrating role's rights. Shipped
+/// migrations cannot be rewritten to build those bodies with `format('%I')`, so `$` is refused.
+/// `pg_` is reserved by PostgreSQL, and longer names would be truncated silently.
+pub fn validate_schema_name(schema: &str) -> Result<()> {
+    let problem = if schema.is_empty() {
+        Some("must not be empty".to_string())
+    } else if schema.len() > MAX_IDENTIFIER_LEN {
+        Some(format!(
+            "is {} bytes long; PostgreSQL names hold at most {MAX_IDENTIFIER_LEN} bytes (UTF-8)",
+            schema.len()
+        ))
+    } else if schema.contains('\0') {
+        Some("must not contain NUL characters".to_string())
+    } else if schema.contains('$') {
+        Some(
+            "must not contain '$' (it would be unsafe inside the schema's function bodies)"
+                .to_string(),
+        )
+    } else if schema.starts_with("pg_") {
+        Some("must not start with pg_ (reserved for PostgreSQL's system schemas)".to_string())
+    } else {
+        None
+    };
+    match problem {
+        Some(p) => Err(StoreError::config(format!("schema name {schema:?} {p}"))),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 struct Preprocessed {
@@ -368,6 +395,37 @@ mod tests {
             ..StoreOptions::default()
         };
         assert!(StoreConfig::parse("postgresql://u@h/d", bad_schema).is_err());
+    }
+
+    #[test]
+    fn schema_names_that_are_unsafe_or_truncated_are_refused() {
+        for bad in [
+            "",
+            "a$$b",
+            "$",
+            "x$y",
+            "a\0b",
+            "pg_mine",
+            &"x".repeat(64),
+            &"ü".repeat(32),
+        ] {
+            let err = validate_schema_name(bad).unwrap_err();
+            assert_eq!(err.kind, crate::error::ErrorKind::Config, "{bad:?}");
+        }
+        for good in [
+            "public",
+            "we\"ird",
+            "a;b",
+            "a--b",
+            "with space",
+            "shop_ü",
+            "日本",
+            "Pg_upper",
+            &"x".repeat(63),
+            &format!("{}x", "ü".repeat(31)),
+        ] {
+            validate_schema_name(good).unwrap();
+        }
     }
 
     #[test]

@@ -51,6 +51,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "session_incarnation",
         sql: include_str!("../migrations/V6__session_incarnation.sql"),
     },
+    Migration {
+        version: 7,
+        name: "tenancy_hardening",
+        sql: include_str!("../migrations/V7__tenancy_hardening.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.
@@ -66,6 +71,9 @@ pub fn render(sql: &str, schema: &str) -> String {
 /// Applies every pending migration in one transaction under an advisory lock keyed by the
 /// schema name. Returns the schema version afterwards.
 pub async fn migrate(client: &mut Client, schema: &str) -> Result<i32> {
+    // Also checked when the config is parsed; repeated here because `render` pastes the name
+    // into function bodies, where only this check makes it safe.
+    crate::config::validate_schema_name(schema)?;
     let s = quote_ident(schema);
     // Fast path, and what lets a runtime role without DDL rights start: an up-to-date schema
     // needs no lock and no DDL. (Any error here — no such table yet — means: migrate.)

@@ -1,6 +1,6 @@
-//! Row-level security by tenant (see `migrations/V5__tenancy.sql`): turning it on and off, and
-//! the role → app (→ user) grants. These are owner operations: the runtime roles they
-//! constrain cannot run them.
+//! Row-level security by tenant (see `migrations/V5__tenancy.sql`, hardened by V7): turning it
+//! on and off, and the role → app (→ user) grants. These are owner operations: the runtime
+//! roles they constrain cannot run them.
 
 use crate::error::{ErrorKind, Result, StoreError};
 use crate::sql::quote_ident;
@@ -24,6 +24,13 @@ pub struct TenantGrant {
     pub role: String,
     pub app_name: String,
     pub user_id: Option<String>,
+}
+
+/// The row checks the policies call, as a GRANT/REVOKE target list.
+fn check_functions(s: &str) -> String {
+    format!(
+        "{s}.adk_postgres_tenant_sees(name, text, text), {s}.adk_postgres_tenant_sees_app(name, text)"
+    )
 }
 
 impl Store {
@@ -60,7 +67,7 @@ impl Store {
 
     /// Lets `grant.role` (an existing role) see one app, or one user of it. Idempotent.
     pub async fn grant_tenant(&self, grant: &TenantGrant) -> Result<()> {
-        let conn = self.connection().await?;
+        let mut conn = self.connection().await?;
         let exists = conn
             .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&grant.role])
             .await?;
@@ -71,7 +78,8 @@ impl Store {
             ));
         }
         let s = self.schema();
-        conn.execute(
+        let tx = conn.transaction().await?;
+        tx.execute(
             &format!(
                 "INSERT INTO {s}.tenants (role_name, app_name, user_id) VALUES ($1, $2, $3)
                  ON CONFLICT DO NOTHING"
@@ -79,14 +87,23 @@ impl Store {
             &[&grant.role, &grant.app_name, &grant.user_id],
         )
         .await?;
+        // The policies call the check functions as the querying role (PUBLIC may not, V7).
+        tx.batch_execute(&format!(
+            "GRANT EXECUTE ON FUNCTION {} TO {}",
+            check_functions(&s),
+            quote_ident(&grant.role)
+        ))
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 
     /// Removes a grant; `true` if there was one.
     pub async fn revoke_tenant(&self, grant: &TenantGrant) -> Result<bool> {
         let s = self.schema();
-        let conn = self.connection().await?;
-        let n = conn
+        let mut conn = self.connection().await?;
+        let tx = conn.transaction().await?;
+        let n = tx
             .execute(
                 &format!(
                     "DELETE FROM {s}.tenants WHERE role_name = $1 AND app_name = $2
@@ -95,6 +112,24 @@ impl Store {
                 &[&grant.role, &grant.app_name, &grant.user_id],
             )
             .await?;
+        let left = tx
+            .query_opt(
+                &format!("SELECT 1 FROM {s}.tenants WHERE role_name = $1 LIMIT 1"),
+                &[&grant.role],
+            )
+            .await?;
+        let role_exists = tx
+            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&grant.role])
+            .await?;
+        if left.is_none() && role_exists.is_some() {
+            tx.batch_execute(&format!(
+                "REVOKE EXECUTE ON FUNCTION {} FROM {}",
+                check_functions(&s),
+                quote_ident(&grant.role)
+            ))
+            .await?;
+        }
+        tx.commit().await?;
         Ok(n > 0)
     }
 

@@ -188,7 +188,7 @@ impl PyAdminStore {
     }
 
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (*, app_name=None, idle_for=None, keep_events=None, orphaned_artifacts=false, content_dir=None, dry_run=false, batch_size=adk_postgres_core::admin::DEFAULT_BATCH_SIZE))]
+    #[pyo3(signature = (*, app_name=None, idle_for=None, keep_events=None, orphaned_artifacts=false, content_dir=None, file_grace=adk_postgres_core::artifacts::DEFAULT_FILE_GRACE_S, dry_run=false, batch_size=adk_postgres_core::admin::DEFAULT_BATCH_SIZE))]
     fn prune<'py>(
         &self,
         py: Python<'py>,
@@ -197,6 +197,7 @@ impl PyAdminStore {
         keep_events: Option<i64>,
         orphaned_artifacts: bool,
         content_dir: Option<PathBuf>,
+        file_grace: f64,
         dry_run: bool,
         batch_size: i64,
     ) -> PyResult<Bound<'py, PyAny>> {
@@ -207,6 +208,7 @@ impl PyAdminStore {
             keep_events,
             orphaned_artifacts,
             content_dir,
+            file_grace_s: file_grace,
             dry_run,
             batch_size,
         };

@@ -7,9 +7,11 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use adk_postgres_core::artifacts::{
     ArtifactBackend, ArtifactKey, Content, LoadedVersion, NewVersion, Storage, VersionInfo,
+    DEFAULT_FILE_GRACE_S,
 };
 use adk_postgres_core::{Store, StoreError};
 use pyo3::prelude::*;
@@ -368,13 +370,24 @@ impl PyArtifactStore {
         )
     }
 
-    /// Unlinks the files of deleted contents (content directory only); returns how many.
-    fn collect_garbage<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    /// Unlinks the files of deleted contents, then files no content uses that are at least
+    /// `grace_s` seconds old (content directory only); returns how many.
+    #[pyo3(signature = (grace_s=DEFAULT_FILE_GRACE_S))]
+    fn collect_garbage<'py>(&self, py: Python<'py>, grace_s: f64) -> PyResult<Bound<'py, PyAny>> {
+        let grace = Duration::try_from_secs_f64(grace_s).map_err(|_| {
+            to_pyerr(StoreError::config(
+                "grace must be a finite number of seconds >= 0",
+            ))
+        })?;
         let store = self.checked()?;
         let backend = self.backend.clone();
         spawn(
             py,
-            async move { store.collect_artifact_garbage(&backend).await },
+            async move {
+                let queued = store.collect_artifact_garbage(&backend).await?;
+                let orphans = store.collect_orphan_files(&backend, grace, false).await?;
+                Ok::<_, StoreError>(queued + orphans)
+            },
             |py, n| Ok(n.into_pyobject(py)?.into_any().unbind()),
         )
     }

@@ -19,6 +19,12 @@ fn json_nesting_depth(data: &[u8]) -> usize {
     adk_postgres_core::codec::nesting_depth(data)
 }
 
+/// Raises `ConfigurationError` unless `name` is a schema name adk-postgres accepts.
+#[pyfunction]
+fn check_schema_name(name: &str) -> PyResult<()> {
+    adk_postgres_core::config::validate_schema_name(name).map_err(errors::to_pyerr)
+}
+
 /// For the test suite: a call whose Rust future (`stage="run"`) or whose result conversion on
 /// the event loop (`stage="convert"`) panics, as a bug would; its awaitable must fail with
 /// `InternalError` rather than wait forever.
@@ -44,6 +50,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<admin::PyAdminStore>()?;
     m.add_class::<tenancy::PyTenancyStore>()?;
     m.add_function(wrap_pyfunction!(json_nesting_depth, m)?)?;
+    m.add_function(wrap_pyfunction!(check_schema_name, m)?)?;
     m.add_function(wrap_pyfunction!(_panicking_call, m)?)?;
     m.add(
         "SCHEMA_VERSION",

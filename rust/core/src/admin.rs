@@ -2,8 +2,8 @@
 //! pruning. Used by the `adk-postgres migrate|doctor|stats|prune` commands.
 //!
 //! Statements are built per schema like `sql.rs` does (the schema quoted, values as
-//! parameters). None of these runs on a hot path, so they are not prepared through the
-//! statement cache (one-off, PgBouncer-safe).
+//! parameters). None of these runs on a hot path, so they are sent unnamed and never cached
+//! (`statement::UNNAMED`: one-off, PgBouncer-safe).
 //!
 //! Pruning deletes in batches, each batch one transaction, so a crash mid-run leaves
 //! consistent data and appenders wait at most for one batch. It never changes a session's
@@ -14,8 +14,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use tokio_postgres::config::Host;
-use tokio_postgres::types::ToSql;
-use tokio_postgres::{GenericClient, Row};
+use tokio_postgres::Row;
 
 use crate::artifacts::ArtifactBackend;
 use crate::config::StoreConfig;
@@ -23,6 +22,7 @@ use crate::error::{ErrorKind, Result, StoreError};
 use crate::migrations::{latest_version, MIGRATIONS};
 use crate::pool::PoolStatus;
 use crate::sql::{quote_ident, NEWEST_FIRST};
+use crate::statement::{On, Param, UNNAMED};
 use crate::store::Store;
 
 /// Every table the migrations create (and so every table `stats` sizes).
@@ -374,12 +374,12 @@ impl AdminSql {
     }
 }
 
-async fn rows<C: GenericClient + Sync>(
-    client: &C,
-    sql: &str,
-    params: &[&(dyn ToSql + Sync)],
-) -> Result<Vec<Row>> {
-    Ok(client.query(sql, params).await?)
+async fn rows<'a>(on: impl Into<On<'a>>, sql: &str, params: &[&dyn Param]) -> Result<Vec<Row>> {
+    UNNAMED.query(on, sql, params).await
+}
+
+async fn one<'a>(on: impl Into<On<'a>>, sql: &str, params: &[&dyn Param]) -> Result<Row> {
+    UNNAMED.query_one(on, sql, params).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -424,20 +424,20 @@ impl MigrationStatus {
     }
 }
 
-async fn read_migration_status<C: GenericClient + Sync>(
-    client: &C,
+async fn read_migration_status(
+    on: On<'_>,
     sql: &AdminSql,
     schema: &str,
 ) -> Result<MigrationStatus> {
-    let exists = client
-        .query_one(
-            "SELECT to_regclass(format('%I.adk_postgres_migrations', $1::text)) IS NOT NULL",
-            &[&schema],
-        )
-        .await?;
+    let exists = one(
+        on,
+        "SELECT to_regclass(format('%I.adk_postgres_migrations', $1::text)) IS NOT NULL",
+        &[&schema],
+    )
+    .await?;
     let mut applied = Vec::new();
     if exists.get::<_, bool>(0) {
-        for row in rows(client, &sql.applied_migrations, &[]).await? {
+        for row in rows(on, &sql.applied_migrations, &[]).await? {
             applied.push(AppliedMigration {
                 version: row.get(0),
                 name: row.get(1),
@@ -743,7 +743,7 @@ impl Store {
         self.check_process()?;
         let conn = self.connection_unmigrated().await?;
         let sql = AdminSql::new(&self.config().options.schema);
-        read_migration_status(&**conn, &sql, &self.config().options.schema).await
+        read_migration_status((&**conn).into(), &sql, &self.config().options.schema).await
     }
 
     /// Runs every health check; a failed check is reported, not raised. Changes nothing.
@@ -810,8 +810,9 @@ impl Store {
         ));
 
         // Server, role, TLS.
-        let row = client
+        let row = UNNAMED
             .query_one(
+                &client,
                 "SELECT current_setting('server_version'), current_user::text,
                         (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),
                         (SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()),
@@ -865,8 +866,9 @@ impl Store {
 
         // Extensions.
         let names: Vec<&str> = EXTENSIONS.to_vec();
-        for row in client
+        for row in UNNAMED
             .query(
+                &client,
                 "SELECT x.name, a.default_version::text, a.installed_version::text
                    FROM unnest($1::text[]) AS x(name)
                    LEFT JOIN pg_available_extensions a ON a.name = x.name
@@ -953,7 +955,7 @@ impl Store {
 
         // Schema version and privileges.
         // A role without USAGE on the schema cannot even read the version: report, go on.
-        let status = match read_migration_status(&client, &sql, schema).await {
+        let status = match read_migration_status((&client).into(), &sql, schema).await {
             Ok(status) => Some(status),
             Err(err) if err.kind == ErrorKind::Privilege => {
                 report.checks.push(
@@ -973,8 +975,9 @@ impl Store {
             report.checks.push(schema_check(schema, status));
         }
         let tables: Vec<&str> = DATA_TABLES.to_vec();
-        let row = client
+        let row = UNNAMED
             .query_one(
+                &client,
                 "SELECT n.oid IS NOT NULL,
                         CASE WHEN n.oid IS NULL
                              THEN has_database_privilege(current_database(), 'CREATE')
@@ -1093,7 +1096,10 @@ impl Store {
         let schema = &self.config().options.schema;
         let sql = AdminSql::new(schema);
         let mut conn = self.connection_unmigrated().await?;
-        require_current(&read_migration_status(&**conn, &sql, schema).await?, true)?;
+        require_current(
+            &read_migration_status((&**conn).into(), &sql, schema).await?,
+            true,
+        )?;
         // One snapshot for both statements, so totals agree with the per-app rows.
         let tx = conn
             .build_transaction()
@@ -1284,15 +1290,22 @@ impl Store {
         let schema = &self.config().options.schema;
         let sql = AdminSql::new(schema);
         let mut conn = self.connection_unmigrated().await?;
-        require_current(&read_migration_status(&**conn, &sql, schema).await?, false)?;
+        require_current(
+            &read_migration_status((&**conn).into(), &sql, schema).await?,
+            false,
+        )?;
         let app = options.app_name.as_deref();
         let mut report = PruneReport {
             dry_run: options.dry_run,
             ..PruneReport::default()
         };
         if let Some(idle_for) = options.idle_for_s {
-            let row = conn
-                .query_one("SELECT extract(epoch FROM clock_timestamp())::float8", &[])
+            let row = UNNAMED
+                .query_one(
+                    &conn,
+                    "SELECT extract(epoch FROM clock_timestamp())::float8",
+                    &[],
+                )
                 .await?;
             report.cutoff = Some(row.get::<_, f64>(0) - idle_for);
         }
@@ -1325,13 +1338,13 @@ impl Store {
                     a.artifact_versions = row.get(2);
                 }
                 let unreferenced_too = app.is_none();
-                let row = tx
-                    .query_one(&sql.dry_contents, &[&app, &cutoff, &unreferenced_too])
+                let row = UNNAMED
+                    .query_one(&tx, &sql.dry_contents, &[&app, &cutoff, &unreferenced_too])
                     .await?;
                 report.contents = row.get(0);
                 report.content_bytes = row.get(1);
                 let new_files: i64 = row.get(2);
-                let queued: i64 = tx.query_one(&sql.fs_queued, &[]).await?.get(0);
+                let queued: i64 = UNNAMED.query_one(&tx, &sql.fs_queued, &[]).await?.get(0);
                 if let Some(dir) = &options.content_dir {
                     let backend = ArtifactBackend::new(self, Some(dir.clone()));
                     let grace = Duration::from_secs_f64(options.file_grace_s);
@@ -1424,7 +1437,9 @@ impl Store {
                 }
             }
             if let Some((count, bytes, hashes)) = candidates.filter(|c| !c.2.is_empty()) {
-                let left = tx.query_one(&sql.contents_left, &[&hashes]).await?;
+                let left = UNNAMED
+                    .query_one(&tx, &sql.contents_left, &[&hashes])
+                    .await?;
                 report.contents += count - left.get::<_, i64>(0);
                 report.content_bytes += bytes - left.get::<_, i64>(1);
             }
@@ -1446,7 +1461,9 @@ impl Store {
                     break;
                 }
                 let hashes: Vec<Vec<u8>> = locked.iter().map(|r| r.get(0)).collect();
-                let row = tx.query_one(&sql.delete_contents, &[&hashes]).await?;
+                let row = UNNAMED
+                    .query_one(&tx, &sql.delete_contents, &[&hashes])
+                    .await?;
                 report.contents += row.get::<_, i64>(0);
                 report.content_bytes += row.get::<_, i64>(1);
                 tx.commit().await?;
@@ -1455,19 +1472,19 @@ impl Store {
             }
         }
         // Files of deleted `fs` contents.
-        let queued: i64 = conn.query_one(&sql.fs_queued, &[]).await?.get(0);
+        let queued: i64 = UNNAMED.query_one(&**conn, &sql.fs_queued, &[]).await?.get(0);
         match &options.content_dir {
             Some(dir) if queued > 0 => {
                 let backend = ArtifactBackend::new(self, Some(dir.clone()));
                 // Each call takes up to 1,000 queued hashes off the queue.
                 for _ in 0..(queued / 1000 + 2) {
                     report.files += self.collect_artifact_garbage(&backend).await? as i64;
-                    let left: i64 = conn.query_one(&sql.fs_queued, &[]).await?.get(0);
+                    let left: i64 = UNNAMED.query_one(&**conn, &sql.fs_queued, &[]).await?.get(0);
                     if left == 0 {
                         break;
                     }
                 }
-                report.files_queued = conn.query_one(&sql.fs_queued, &[]).await?.get(0);
+                report.files_queued = UNNAMED.query_one(&**conn, &sql.fs_queued, &[]).await?.get(0);
             }
             _ => report.files_queued = queued,
         }

@@ -937,7 +937,7 @@ impl Store {
                 if let Some(failed) = results.iter().position(|r| r.is_err()) {
                     return Err(results.swap_remove(failed).unwrap_err());
                 }
-                Ok(results.swap_remove(2)?)
+                results.swap_remove(2)
             }
             .await;
             match result {

@@ -4,6 +4,7 @@
 
 use crate::error::{ErrorKind, Result, StoreError};
 use crate::sql::quote_ident;
+use crate::statement::UNNAMED;
 use crate::store::Store;
 
 /// The tables whose rows belong to an app (and user), in the order RLS is switched.
@@ -54,8 +55,9 @@ impl Store {
     /// Whether row-level security is on (all tenant tables agree, or it is reported off).
     pub async fn row_level_security(&self) -> Result<bool> {
         let conn = self.connection().await?;
-        let row = conn
+        let row = UNNAMED
             .query_one(
+                &conn,
                 "SELECT bool_and(c.relrowsecurity) FROM pg_class c
                    JOIN pg_namespace n ON n.oid = c.relnamespace
                   WHERE n.nspname = $1 AND c.relname = ANY($2::text[])",
@@ -68,8 +70,12 @@ impl Store {
     /// Lets `grant.role` (an existing role) see one app, or one user of it. Idempotent.
     pub async fn grant_tenant(&self, grant: &TenantGrant) -> Result<()> {
         let mut conn = self.connection().await?;
-        let exists = conn
-            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&grant.role])
+        let exists = UNNAMED
+            .query_opt(
+                &conn,
+                "SELECT 1 FROM pg_roles WHERE rolname = $1",
+                &[&grant.role],
+            )
             .await?;
         if exists.is_none() {
             return Err(StoreError::new(
@@ -79,14 +85,16 @@ impl Store {
         }
         let s = self.schema();
         let tx = conn.transaction().await?;
-        tx.execute(
-            &format!(
-                "INSERT INTO {s}.tenants (role_name, app_name, user_id) VALUES ($1, $2, $3)
+        UNNAMED
+            .execute(
+                &tx,
+                &format!(
+                    "INSERT INTO {s}.tenants (role_name, app_name, user_id) VALUES ($1, $2, $3)
                  ON CONFLICT DO NOTHING"
-            ),
-            &[&grant.role, &grant.app_name, &grant.user_id],
-        )
-        .await?;
+                ),
+                &[&grant.role, &grant.app_name, &grant.user_id],
+            )
+            .await?;
         // The policies call the check functions as the querying role (PUBLIC may not, V7).
         tx.batch_execute(&format!(
             "GRANT EXECUTE ON FUNCTION {} TO {}",
@@ -103,8 +111,9 @@ impl Store {
         let s = self.schema();
         let mut conn = self.connection().await?;
         let tx = conn.transaction().await?;
-        let n = tx
+        let n = UNNAMED
             .execute(
+                &tx,
                 &format!(
                     "DELETE FROM {s}.tenants WHERE role_name = $1 AND app_name = $2
                        AND user_id IS NOT DISTINCT FROM $3"
@@ -112,14 +121,19 @@ impl Store {
                 &[&grant.role, &grant.app_name, &grant.user_id],
             )
             .await?;
-        let left = tx
+        let left = UNNAMED
             .query_opt(
+                &tx,
                 &format!("SELECT 1 FROM {s}.tenants WHERE role_name = $1 LIMIT 1"),
                 &[&grant.role],
             )
             .await?;
-        let role_exists = tx
-            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&grant.role])
+        let role_exists = UNNAMED
+            .query_opt(
+                &tx,
+                "SELECT 1 FROM pg_roles WHERE rolname = $1",
+                &[&grant.role],
+            )
             .await?;
         if left.is_none() && role_exists.is_some() {
             tx.batch_execute(&format!(
@@ -137,8 +151,9 @@ impl Store {
     pub async fn list_tenants(&self) -> Result<Vec<TenantGrant>> {
         let s = self.schema();
         let conn = self.connection().await?;
-        let rows = conn
+        let rows = UNNAMED
             .query(
+                &conn,
                 &format!(
                     "SELECT role_name::text, app_name, user_id FROM {s}.tenants
                       ORDER BY 1, 2, 3 NULLS FIRST"

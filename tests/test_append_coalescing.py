@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 import pytest
 from google.adk.errors._stale_session_error import StaleSessionError
 from google.adk.events.event import Event
@@ -12,6 +13,7 @@ from google.adk.events.event_actions import EventActions
 from google.genai import types
 
 from adk_postgres import PostgresSessionService
+from adk_postgres._native import COALESCE_MAX_BATCH as MAX_BATCH
 from adk_postgres.errors import DataError
 
 APPENDERS = 32
@@ -127,16 +129,21 @@ async def test_retried_append_is_stored_once(make_service, pg_admin, schema_name
     await asyncio.gather(
         *(service.append_event(s, e) for s, e in zip(sessions, events, strict=True))
     )
-    # The same event objects again, on copies of the sessions as they were before: the
-    # already-committed appends are recognised by event id, not stored twice.
+    # The same event objects again, on copies of the sessions as they were before (a caller
+    # retrying after an unknown outcome): each already-committed append is recognised by its
+    # event id and content, reported as a success, and not stored twice.
     stale_copies = [s.model_copy(deep=True) for s in sessions]
-    for copy in stale_copies:
-        copy._storage_update_marker = "0"
+    for copy, original in zip(stale_copies, sessions, strict=True):
+        copy._storage_update_marker = original._storage_update_marker.replace("1:", "0:", 1)
         copy.events = []
-    await asyncio.gather(
+    results = await asyncio.gather(
         *(service.append_event(s, e) for s, e in zip(stale_copies, events, strict=True)),
         return_exceptions=True,
     )
+    assert results == events
+    for copy, event in zip(stale_copies, events, strict=True):
+        assert copy.events == [event]
+        assert copy._storage_update_marker.startswith("1:")
     total = await pg_admin.fetchval(f'SELECT count(*) FROM "{schema_name}".events')
     assert total == 6
 
@@ -171,3 +178,42 @@ async def test_cancelled_appends_leave_whole_sessions(
 def database_idle(service: PostgresSessionService) -> bool:
     status = service.database.pool_status()
     return status["in_use"] == 0 and status["waiting"] == 0
+
+
+async def test_the_largest_flight_commits_whole_and_in_order(
+    make_service, pg_admin, pg_direct_url, schema_name
+):
+    """A flight of MAX_BATCH appends: its statements go out in order (BEGIN, locks, appends,
+    COMMIT) in one round trip and commit in one transaction; no flight is larger."""
+    service = make_service(pool_size=4)
+    waiting = MAX_BATCH + 1
+    sessions = await _sessions(service, waiting + 1)
+    await service.append_event(sessions[0], _event("prime", {"app:n": -1}))  # the app row
+    blocker = await asyncpg.connect(pg_direct_url)
+    try:
+        tx = blocker.transaction()
+        await tx.start()
+        await blocker.execute(
+            f'SELECT 1 FROM "{schema_name}".app_states WHERE app_name = $1 FOR UPDATE', "shop"
+        )
+        # This append flies alone and waits on the row; the next ones queue behind it.
+        first = asyncio.ensure_future(
+            service.append_event(sessions[0], _event("first", {"app:n": 0}))
+        )
+        await asyncio.sleep(0.3)
+        queued = [
+            asyncio.ensure_future(service.append_event(s, _event(f"q{i}", {"app:n": i})))
+            for i, s in enumerate(sessions[1:], start=1)
+        ]
+        await asyncio.sleep(0.3)
+        await tx.rollback()
+        results = await asyncio.gather(first, *queued)
+    finally:
+        await blocker.close()
+    assert all(isinstance(r, Event) for r in results)
+    sizes = await pg_admin.fetch(
+        f'SELECT count(*) AS n FROM "{schema_name}".events WHERE seq > 0 AND NOT'
+        f" (session_id = 's0' AND seq = 1) GROUP BY xmin::text ORDER BY n DESC"
+    )
+    assert sizes[0]["n"] == MAX_BATCH  # one transaction held a whole flight
+    assert sum(r["n"] for r in sizes) == waiting + 1

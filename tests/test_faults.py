@@ -16,6 +16,7 @@ import psutil
 import pytest
 from google.adk.errors._stale_session_error import StaleSessionError
 from google.adk.events import Event
+from google.adk.events.event_actions import EventActions
 
 from adk_postgres import PostgresSessionService, embedded
 from adk_postgres.errors import AdkPostgresError, DatabaseConnectionError, PoolTimeoutError
@@ -70,7 +71,15 @@ async def test_sigkill_and_restart_loses_no_acknowledged_append(
         session = sessions[i]
         n = 0
         while not stop.is_set():
-            event = Event(author="worker", invocation_id=f"w{i}-{n}")
+            # app:/user: deltas: most of these appends go through coalesced flights (shared
+            # transactions) when the server dies.
+            event = Event(
+                author="worker",
+                invocation_id=f"w{i}-{n}",
+                actions=EventActions(
+                    state_delta={"app:beat": n, f"app:w{i}": n, "user:n": n, "n": n}
+                ),
+            )
             started = time.monotonic()
             try:
                 await svc.append_event(session, event)
@@ -126,6 +135,12 @@ async def test_sigkill_and_restart_loses_no_acknowledged_append(
         in_order = [position[e] for e in acked[i] if e in position]
         assert in_order == sorted(in_order), f"session s{i}: acknowledged appends out of order"
     assert lost == 0 and duplicated == 0
+    # Every acknowledged append's state delta survived with it.
+    for i in range(WORKERS):
+        stored = await svc.get_session(app_name="faults", user_id=f"u{i}", session_id=f"s{i}")
+        assert stored is not None and stored.events
+        last = stored.events[-1].actions.state_delta["n"]
+        assert stored.state["n"] == last and stored.state[f"app:w{i}"] == last
     status = svc.database.pool_status()
     assert status["waiting"] == 0
     print(

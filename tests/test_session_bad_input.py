@@ -1,5 +1,6 @@
 """Hostile and awkward input: every case either round-trips losslessly or raises a clear
-adk_postgres error, and a rejected call leaves the stored session exactly as it was.
+adk_postgres error, and a rejected call leaves the stored session exactly as it was. Which of
+the two happens is pinned per input (``expect=``), so a change of behaviour fails a test.
 """
 
 from __future__ import annotations
@@ -60,9 +61,23 @@ async def append_lossless_or_rejected(
     event: Event,
     verify: Callable[[Session], None],
     *kinds: type[BaseException],
+    expect: str,
 ) -> str:
-    """Append ``event``; if it is rejected, storage and the caller's object must be untouched
-    and the same object must still accept a normal append afterwards."""
+    """Append ``event``, which must be ``expect``-ed (STORED, then checked by ``verify``, or
+    REJECTED: then storage and the caller's object must be untouched and the same object must
+    still accept a normal append afterwards)."""
+    outcome = await _append_outcome(svc, session, event, verify, *kinds)
+    assert outcome == expect, f"expected {expect}, got {outcome}"
+    return outcome
+
+
+async def _append_outcome(
+    svc: PostgresSessionService,
+    session: Session,
+    event: Event,
+    verify: Callable[[Session], None],
+    *kinds: type[BaseException],
+) -> str:
     before = await fetch(svc, session)
     events_before = list(session.events)
     try:
@@ -87,8 +102,21 @@ async def create_lossless_or_rejected(
     state: dict[str, Any],
     verify: Callable[[Session], None],
     *kinds: type[BaseException],
+    expect: str,
 ) -> str:
-    """Create a session with ``state``; a rejected create must store nothing at all."""
+    """Create a session with ``state``, which must be ``expect``-ed (STORED, then checked by
+    ``verify``, or REJECTED: then nothing at all is stored)."""
+    outcome = await _create_outcome(svc, state, verify, *kinds)
+    assert outcome == expect, f"expected {expect}, got {outcome}"
+    return outcome
+
+
+async def _create_outcome(
+    svc: PostgresSessionService,
+    state: dict[str, Any],
+    verify: Callable[[Session], None],
+    *kinds: type[BaseException],
+) -> str:
     bystander = await svc.create_session(
         app_name=APP, user_id=USER, state={"app:a": 1, "user:u": 2, "own": 3}
     )
@@ -134,14 +162,19 @@ NUL_STATES = {
 
 @pytest.mark.parametrize("state", NUL_STATES.values(), ids=NUL_STATES.keys())
 async def test_nul_in_state_on_create(service: PostgresSessionService, state: dict[str, Any]):
-    await create_lossless_or_rejected(service, state, state_check(state))
+    # PostgreSQL's text and jsonb cannot hold NUL; storing it altered would lose data.
+    await create_lossless_or_rejected(service, state, state_check(state), expect=REJECTED)
 
 
 @pytest.mark.parametrize("state", NUL_STATES.values(), ids=NUL_STATES.keys())
 async def test_nul_in_state_on_append(service: PostgresSessionService, state: dict[str, Any]):
     session = await service.create_session(app_name=APP, user_id=USER, state={"keep": 1})
     await append_lossless_or_rejected(
-        service, session, make_event("e1", state=state), state_check({"keep": 1, **state})
+        service,
+        session,
+        make_event("e1", state=state),
+        state_check({"keep": 1, **state}),
+        expect=REJECTED,
     )
 
 
@@ -168,7 +201,7 @@ async def test_nul_in_event_fields(service: PostgresSessionService, field: str):
     def verify(stored: Session) -> None:
         assert stored.events == [event]
 
-    await append_lossless_or_rejected(service, session, event, verify)
+    await append_lossless_or_rejected(service, session, event, verify, expect=REJECTED)
 
 
 # --- NaN and infinities ------------------------------------------------------------------
@@ -202,7 +235,7 @@ async def test_non_finite_floats_in_state_on_create(
     service: PostgresSessionService, state: dict[str, Any]
 ):
     # NaN/Infinity are not JSON: silently storing null (or 0) would be data loss.
-    await create_lossless_or_rejected(service, state, non_finite_check(state))
+    await create_lossless_or_rejected(service, state, non_finite_check(state), expect=REJECTED)
 
 
 @pytest.mark.parametrize("state", NON_FINITE.values(), ids=NON_FINITE.keys())
@@ -211,7 +244,7 @@ async def test_non_finite_floats_in_state_on_append(
 ):
     session = await service.create_session(app_name=APP, user_id=USER)
     await append_lossless_or_rejected(
-        service, session, make_event("e1", state=state), non_finite_check(state)
+        service, session, make_event("e1", state=state), non_finite_check(state), expect=REJECTED
     )
 
 
@@ -366,15 +399,15 @@ async def test_129_character_ids_are_rejected_clearly(
 
 async def test_129_character_event_id_is_rejected_clearly(service: PostgresSessionService):
     session = await service.create_session(app_name=APP, user_id=USER)
-    outcome = await append_lossless_or_rejected(
+    await append_lossless_or_rejected(
         service,
         session,
         make_event("z" * 129),
         lambda stored: None,
         errors.ConfigurationError,
         errors.DataError,
+        expect=REJECTED,
     )
-    assert outcome == REJECTED
 
 
 UNICODE_IDS = {
@@ -428,17 +461,19 @@ async def test_lone_surrogates_in_state_are_rejected(
     service: PostgresSessionService, state: dict[str, Any]
 ):
     # UTF-8 cannot carry a lone surrogate, so there is no lossless option.
-    assert await create_lossless_or_rejected(service, state, lambda s: None) == REJECTED
+    await create_lossless_or_rejected(service, state, lambda s: None, expect=REJECTED)
     session = await service.create_session(app_name=APP, user_id=USER, state={"keep": 1})
-    outcome = await append_lossless_or_rejected(
-        service, session, make_event("e1", state=state), lambda s: None
+    await append_lossless_or_rejected(
+        service, session, make_event("e1", state=state), lambda s: None, expect=REJECTED
     )
-    assert outcome == REJECTED
 
 
 async def test_lone_surrogate_in_event_text_is_rejected(service: PostgresSessionService):
     session = await service.create_session(app_name=APP, user_id=USER)
-    outcome = await append_lossless_or_rejected(
-        service, session, make_event("e1", text="half \ud83d of an emoji"), lambda s: None
+    await append_lossless_or_rejected(
+        service,
+        session,
+        make_event("e1", text="half \ud83d of an emoji"),
+        lambda s: None,
+        expect=REJECTED,
     )
-    assert outcome == REJECTED

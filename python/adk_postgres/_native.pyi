@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Literal
 
 SCHEMA_VERSION: int
+#: Most appends one coalesced flight carries (rust/core/src/coalesce.rs).
+COALESCE_MAX_BATCH: int
 
 def json_nesting_depth(data: bytes) -> int: ...
 def check_schema_name(name: str) -> None: ...

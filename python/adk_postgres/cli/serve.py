@@ -17,7 +17,7 @@ from .. import adk_services
 from ..artifact_service import PostgresArtifactService
 from ..memory_service import PostgresMemoryService
 from ..session_service import PostgresSessionService
-from ._app import main
+from ._app import main, run_async
 from ._output import err_console
 from ._settings import Settings
 
@@ -65,11 +65,21 @@ def adk_arguments(command: str, args: tuple[str, ...]) -> list[str]:
     return [command, *extra, *args]
 
 
+def check_database(settings: Settings, args: tuple[str, ...]) -> None:
+    """Connect and migrate before ADK starts serving, when any service is on our database:
+    an unreachable server or a refused login then ends the command with the one-line reason
+    (exit 1), not with ADK's "started" banner and an HTTP 500 on the first request."""
+    if all(_given(flag, args) for flag in SERVICE_FLAGS):
+        return
+    run_async(settings.database().migrate())
+
+
 def _serve(settings: Settings, command: str, args: tuple[str, ...]) -> None:
     from google.adk.cli.cli_tools_click import main as adk_main
 
     register_cli_services(settings)
     if not (_given("--help", args) or _given("-h", args)):
+        check_database(settings, args)
         err_console.print(
             f"adk-postgres: sessions, artifacts and memory on {settings.database().describe()}",
             highlight=False,

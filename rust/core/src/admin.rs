@@ -1472,19 +1472,28 @@ impl Store {
             }
         }
         // Files of deleted `fs` contents.
-        let queued: i64 = UNNAMED.query_one(&**conn, &sql.fs_queued, &[]).await?.get(0);
+        let queued: i64 = UNNAMED
+            .query_one(&**conn, &sql.fs_queued, &[])
+            .await?
+            .get(0);
         match &options.content_dir {
             Some(dir) if queued > 0 => {
                 let backend = ArtifactBackend::new(self, Some(dir.clone()));
                 // Each call takes up to 1,000 queued hashes off the queue.
                 for _ in 0..(queued / 1000 + 2) {
                     report.files += self.collect_artifact_garbage(&backend).await? as i64;
-                    let left: i64 = UNNAMED.query_one(&**conn, &sql.fs_queued, &[]).await?.get(0);
+                    let left: i64 = UNNAMED
+                        .query_one(&**conn, &sql.fs_queued, &[])
+                        .await?
+                        .get(0);
                     if left == 0 {
                         break;
                     }
                 }
-                report.files_queued = UNNAMED.query_one(&**conn, &sql.fs_queued, &[]).await?.get(0);
+                report.files_queued = UNNAMED
+                    .query_one(&**conn, &sql.fs_queued, &[])
+                    .await?
+                    .get(0);
             }
             _ => report.files_queued = queued,
         }

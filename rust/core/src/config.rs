@@ -223,6 +223,7 @@ fn preprocess(url: &str) -> Result<Preprocessed> {
                 "unsupported URL scheme {scheme:?}: use postgresql://"
             )));
         }
+        check_user_info(rest)?;
         let (head, query) = match rest.split_once('?') {
             Some((h, q)) => (h, Some(q)),
             None => (rest, None),
@@ -277,6 +278,26 @@ fn preprocess(url: &str) -> Result<Preprocessed> {
     }
 }
 
+/// Refuses a URL whose user-info cannot be told apart from the rest: an unencoded `@` in the
+/// password (`u:p@ss@host`) makes libpq-style parsers take part of the password for the host,
+/// and a `/`, `?` or `#` in it ends the authority early (`u:pa/ss@host`). Nothing of the URL
+/// is repeated in the message: any part of it may be the password.
+fn check_user_info(after_scheme: &str) -> Result<()> {
+    let authority_end = after_scheme
+        .find(['/', '?', '#'])
+        .unwrap_or(after_scheme.len());
+    let (authority, rest) = after_scheme.split_at(authority_end);
+    let ats = authority.matches('@').count();
+    if ats > 1 || (ats == 0 && rest.contains('@')) {
+        return Err(StoreError::config(
+            "the URL's user name or password holds a character that must be percent-encoded \
+             there: '@' as %40, '/' as %2F, '?' as %3F, '#' as %23 (and ':' in the user name \
+             as %3A); the URL is not repeated here because it holds a password",
+        ));
+    }
+    Ok(())
+}
+
 /// Replaces the password in a URL or key=value string with `***`.
 pub fn redact(url: &str) -> String {
     if let Some((scheme, rest)) = url.split_once("://") {
@@ -328,6 +349,31 @@ mod tests {
 
     fn parse(url: &str) -> Result<StoreConfig> {
         StoreConfig::parse(url, StoreOptions::default())
+    }
+
+    #[test]
+    fn unencoded_user_info_is_refused_without_repeating_it() {
+        for url in [
+            "postgresql://postgres:p@s3cr3t@127.0.0.1/db",
+            "postgresql://postgres:pa/s3cr3t@127.0.0.1/db",
+            "postgresql://postgres:pa?s3cr3t@127.0.0.1/db",
+            "postgresql://postgres:pa#s3cr3t@127.0.0.1/db",
+        ] {
+            let err = StoreConfig::parse(url, StoreOptions::default()).unwrap_err();
+            assert_eq!(err.kind, crate::error::ErrorKind::Config);
+            assert!(err.message.contains("percent-encoded"), "{}", err.message);
+            assert!(!err.message.contains("s3cr3t"), "{}", err.message);
+        }
+        for url in [
+            "postgresql://postgres:p%40ss@127.0.0.1/db",
+            "postgresql://u@h/db?application_name=a@b",
+            "postgresql://h/db",
+        ] {
+            assert!(
+                StoreConfig::parse(url, StoreOptions::default()).is_ok(),
+                "{url}"
+            );
+        }
     }
 
     #[test]

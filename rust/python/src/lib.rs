@@ -56,6 +56,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         "SCHEMA_VERSION",
         adk_postgres_core::migrations::latest_version(),
     )?;
+    m.add("COALESCE_MAX_BATCH", adk_postgres_core::coalesce::MAX_BATCH)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -52,8 +52,8 @@ def test_a_future_that_fails_to_resolve_does_not_delay_the_others(
 
     async def scenario() -> None:
         svc = PostgresSessionService(pg_url, schema=schema, pool_size=2, cache_bytes=0)
-        store = await svc.database.store()
-        await store.migrate()
+        await svc.database.migrate()
+        store = await svc.database.sessions()
         try:
             loop.explode_next = True
             first = store.get_user_state("app", "u1")

@@ -134,8 +134,8 @@ async def test_pool_metrics_follow_the_pool(pg_url, schema_name, pg_admin) -> No
     database = Database(pg_url, schema=schema_name, pool_size=3, acquire_timeout=5)
     instrument_pool_metrics(database, meter, name="main")
     try:
-        store = await database.store()
-        await store.migrate()
+        await database.migrate()
+        store = await database.sessions()
         # Two calls wait on a table lock held elsewhere, so two pooled connections are in use.
         lock = pg_admin.transaction()
         await lock.start()

@@ -1,4 +1,7 @@
-"""Type stubs for the Rust extension ``adk_postgres._native`` (rust/python/src)."""
+"""Type stubs for the Rust extension ``adk_postgres._native`` (rust/python/src): the whole
+native surface. ``Database`` is one pool on one schema; each service class is built from one
+and shares its pool. Every I/O method returns an awaitable resolved on the calling event loop.
+"""
 
 from collections.abc import Awaitable
 from os import PathLike
@@ -6,21 +9,39 @@ from pathlib import Path
 from typing import Literal
 
 SCHEMA_VERSION: int
-#: Most appends one coalesced flight carries (rust/core/src/coalesce.rs).
+#: Most appends one coalesced flight carries (rust/core/src/sessions/coalesce.rs).
 COALESCE_MAX_BATCH: int
 
 def json_nesting_depth(data: bytes) -> int: ...
 def check_schema_name(name: str) -> None: ...
 
+# For the test suite: a call whose Rust future ("run") or result conversion ("convert")
+# panics; the awaitable raises InternalError.
+def _panicking_call(stage: Literal["run", "convert"]) -> Awaitable[None]: ...
+
+class Bridge:
+    """One asyncio loop's end of the result channel (rust/python/src/runtime.rs); made and
+    registered by adk_postgres._bridge."""
+
+    def __init__(self) -> None: ...
+    @property
+    def fd(self) -> int: ...
+    def drain(self) -> None: ...
+    def in_flight(self) -> int: ...
+
 __version__: str
 
 AppendOutcome = Literal["appended", "already_stored", "stale", "not_found"]
+# (app_name, user_id, session_id)
+SessionKey = tuple[str, str, str]
+# (app_name, user_id, session_id, filename); session_id "" for user-scoped artifacts
+ArtifactKey = tuple[str, str, str, str]
 
 # (state, revision, last_update_time, app_state, user_state, events, incarnation, unsequenced)
 SessionRow = tuple[bytes, int, float, bytes | None, bytes | None, list[bytes], int, bool]
 
-class Store:
-    """A pooled PostgreSQL store for one schema. Construction does not connect."""
+class Database:
+    """A pooled PostgreSQL connection on one schema. Construction does not connect."""
 
     def __init__(
         self,
@@ -41,38 +62,37 @@ class Store:
     def check_process(self) -> None: ...
     def pool_status(self) -> dict[str, int]: ...
     def migrate(self) -> Awaitable[int]: ...
+
+class Sessions:
+    """Session operations on a Database's pool (one per Database: they share the queue that
+    coalesces appends)."""
+
+    def __init__(self, database: Database) -> None: ...
     def create_session(
         self,
-        app_name: str,
-        user_id: str,
-        session_id: str,
+        key: SessionKey,
         state: bytes,
         app_delta: bytes | None,
         user_delta: bytes | None,
         create_time: float,
     ) -> Awaitable[tuple[int, int, bytes | None, bytes | None] | None]: ...
+    # (revision, incarnation, app_state, user_state) or None when the id is taken
     def get_session(
         self,
-        app_name: str,
-        user_id: str,
-        session_id: str,
+        key: SessionKey,
         after_timestamp: float | None = None,
         num_recent_events: int | None = None,
     ) -> Awaitable[SessionRow | None]: ...
-    def get_session_since(
-        self, app_name: str, user_id: str, session_id: str, revision: int
-    ) -> Awaitable[SessionRow | None]: ...
+    def get_session_since(self, key: SessionKey, revision: int) -> Awaitable[SessionRow | None]: ...
     def list_sessions(
         self, app_name: str, user_id: str | None = None
     ) -> Awaitable[
         tuple[bytes | None, list[tuple[str, bytes]], list[tuple[str, str, bytes, int, float, int]]]
     ]: ...
-    def delete_session(self, app_name: str, user_id: str, session_id: str) -> Awaitable[bool]: ...
+    def delete_session(self, key: SessionKey) -> Awaitable[bool]: ...
     def append_event(
         self,
-        app_name: str,
-        user_id: str,
-        session_id: str,
+        key: SessionKey,
         expected_revision: int,
         incarnation: int | None,
         event_id: str,
@@ -85,9 +105,7 @@ class Store:
     ) -> Awaitable[tuple[AppendOutcome, int | None]]: ...
     def write_transferred_session(
         self,
-        app_name: str,
-        user_id: str,
-        session_id: str,
+        key: SessionKey,
         state: bytes,
         create_time: float,
         update_time: float,
@@ -96,7 +114,7 @@ class Store:
         user_state: bytes | None = None,
     ) -> Awaitable[tuple[bool, int, int, bool]]: ...
     def session_revision(
-        self, app_name: str, user_id: str, session_id: str
+        self, key: SessionKey
     ) -> Awaitable[tuple[int, float, int, str | None] | None]: ...
     def get_user_state(self, app_name: str, user_id: str) -> Awaitable[bytes | None]: ...
 
@@ -106,18 +124,17 @@ LoadedArtifact = tuple[int, bytes, int, bytes | None, bytes | None, int, str | N
 # (version, mime_type, custom_metadata_json, create_time)
 ArtifactVersionRow = tuple[int, str | None, bytes | None, float]
 
-class ArtifactStore:
-    """Artifact operations on a Store's pool; payloads in PostgreSQL or in ``content_dir``."""
+class Artifacts:
+    """Artifact operations on a Database's pool; payloads in PostgreSQL or in ``content_dir``."""
 
-    def __init__(self, store: Store, content_dir: str | PathLike[str] | None = None) -> None: ...
+    def __init__(
+        self, database: Database, content_dir: str | PathLike[str] | None = None
+    ) -> None: ...
     @property
     def content_dir(self) -> Path | None: ...
     def save(
         self,
-        app_name: str,
-        user_id: str,
-        session_id: str,
-        filename: str,
+        key: ArtifactKey,
         payload: bytes | None,
         part_json: bytes,
         payload_kind: int,
@@ -126,31 +143,17 @@ class ArtifactStore:
         create_time: float,
     ) -> Awaitable[int]: ...
     def load(
-        self,
-        app_name: str,
-        user_id: str,
-        session_id: str,
-        filename: str,
-        version: int | None = None,
+        self, key: ArtifactKey, version: int | None = None
     ) -> Awaitable[LoadedArtifact | None]: ...
     def read_content(self, sha256: bytes, size: int, storage: str) -> Awaitable[bytes | None]: ...
-    def list_versions(
-        self, app_name: str, user_id: str, session_id: str, filename: str
-    ) -> Awaitable[list[ArtifactVersionRow]]: ...
+    def list_versions(self, key: ArtifactKey) -> Awaitable[list[ArtifactVersionRow]]: ...
     def get_version(
-        self,
-        app_name: str,
-        user_id: str,
-        session_id: str,
-        filename: str,
-        version: int | None = None,
+        self, key: ArtifactKey, version: int | None = None
     ) -> Awaitable[ArtifactVersionRow | None]: ...
     def list_keys(
         self, app_name: str, user_id: str, session_id: str | None = None
     ) -> Awaitable[list[str]]: ...
-    def delete(
-        self, app_name: str, user_id: str, session_id: str, filename: str
-    ) -> Awaitable[bool]: ...
+    def delete(self, key: ArtifactKey) -> Awaitable[bool]: ...
     def collect_garbage(self, grace_s: float = 3600.0) -> Awaitable[int]: ...
 
 # (memory_id, session_id, author, event_ts, timestamp_text, content, metadata, search_text)
@@ -162,12 +165,12 @@ MemoryHitRow = tuple[
     str, str | None, str | None, float | None, str | None, bytes, bytes | None, float
 ]
 
-class MemoryStore:
-    """Memory operations on a Store's pool: upsert, delete, ranked search."""
+class Memory:
+    """Memory operations on a Database's pool: upsert, delete, ranked search."""
 
     def __init__(
         self,
-        store: Store,
+        database: Database,
         text_search_config: str = "english",
         trigram: bool = True,
         vector: bool = False,
@@ -209,10 +212,10 @@ class MemoryStore:
 # --- Operations (rust/python/src/admin.rs): plain dicts, turned into dataclasses by
 # adk_postgres.admin.
 
-class AdminStore:
-    """Migration status, doctor, stats and prune on a Store's pool and schema."""
+class Admin:
+    """Migration status, doctor, stats and prune on a Database's pool and schema."""
 
-    def __init__(self, store: Store) -> None: ...
+    def __init__(self, database: Database) -> None: ...
     # {"schema", "current", "latest", "applied": [(version, name, applied_at)],
     #  "pending": [(version, name)]}
     def migration_status(self) -> Awaitable[dict[str, object]]: ...
@@ -239,10 +242,10 @@ class AdminStore:
         batch_size: int = 1000,
     ) -> Awaitable[dict[str, object]]: ...
 
-class TenancyStore:
-    """Row-level security switches and tenant grants on a `Store`'s pool."""
+class Tenancy:
+    """Row-level security switches and tenant grants on a Database's pool."""
 
-    def __init__(self, store: Store) -> None: ...
+    def __init__(self, database: Database) -> None: ...
     def set_row_level_security(self, enabled: bool) -> Awaitable[None]: ...
     def row_level_security(self) -> Awaitable[bool]: ...
     def grant(self, role: str, app_name: str, user_id: str | None = None) -> Awaitable[None]: ...

@@ -22,7 +22,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from ._native import AdminStore
+from ._native import Admin as NativeAdmin
 from .database import Database
 from .errors import ConfigurationError
 
@@ -268,11 +268,11 @@ class Admin:
 
     def __init__(self, database: Database) -> None:
         self._database = database
-        self._native: AdminStore | None = None
+        self._native: NativeAdmin | None = None
 
-    async def _admin(self) -> AdminStore:
+    async def _admin(self) -> NativeAdmin:
         if self._native is None:
-            self._native = AdminStore(await self._database.store())
+            self._native = NativeAdmin(await self._database.store())
         return self._native
 
     async def migrate(self) -> MigrationStatus:

@@ -30,7 +30,8 @@ from pydantic_core import from_json
 from typing_extensions import override
 
 from ._json import encode_state
-from ._native import ArtifactStore
+from ._keys import check_text
+from ._native import Artifacts
 from ._service_base import DatabaseBacked
 from .database import Database
 from .errors import ConfigurationError, DataError
@@ -51,16 +52,8 @@ def _is_user_scoped(filename: str) -> bool:
 
 
 def _check_text(name: str, value: object) -> None:
-    """Reject values PostgreSQL text cannot hold (ADK's own checks run first)."""
-    if not isinstance(value, str):
-        raise InputValidationError(f"{name} must be a str, got {type(value).__name__}")
-    if "\x00" in value:
-        raise InputValidationError(f"{name} must not contain null bytes.")
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise DataError(f"{name} is not valid UTF-8 text ({exc.reason})") from exc
+    # ADK's artifact services raise InputValidationError for bad names: so do we.
+    check_text(name, value, error=InputValidationError)
 
 
 def _check_filename(filename: str) -> None:
@@ -146,18 +139,18 @@ class PostgresArtifactService(DatabaseBacked, BaseArtifactService):
             except OSError as exc:
                 raise ConfigurationError(f"cannot create content_dir {path}: {exc}") from exc
             self._content_dir = path
-        self._native: ArtifactStore | None = None
+        self._native: Artifacts | None = None
 
     @property
     def content_dir(self) -> Path | None:
         return self._content_dir
 
-    async def _store(self) -> ArtifactStore:
+    async def _store(self) -> Artifacts:
         native = self._native
         if native is None:
             store = await self._database.store()
             content_dir = str(self._content_dir) if self._content_dir is not None else None
-            native = self._native = ArtifactStore(store, content_dir)
+            native = self._native = Artifacts(store, content_dir)
         return native
 
     def _scope(self, app_name: str, user_id: str, filename: str, session_id: str | None) -> str:
@@ -245,10 +238,7 @@ class PostgresArtifactService(DatabaseBacked, BaseArtifactService):
         )
         store = await self._store()
         return await store.save(
-            app_name,
-            user_id,
-            scope,
-            filename,
+            (app_name, user_id, scope, filename),
             payload,
             part_json,
             kind,
@@ -292,7 +282,7 @@ class PostgresArtifactService(DatabaseBacked, BaseArtifactService):
         if version is not None and version < 0:
             return None
         store = await self._store()
-        row = await store.load(app_name, user_id, scope, filename, version)
+        row = await store.load((app_name, user_id, scope, filename), version)
         if row is None:
             return None
         stored_version, part_json, kind, content, sha256, size, storage = row
@@ -358,7 +348,7 @@ class PostgresArtifactService(DatabaseBacked, BaseArtifactService):
     ) -> None:
         scope = self._scope(app_name, user_id, filename, session_id)
         store = await self._store()
-        await store.delete(app_name, user_id, scope, filename)
+        await store.delete((app_name, user_id, scope, filename))
 
     @override
     @traced("artifacts")
@@ -372,7 +362,7 @@ class PostgresArtifactService(DatabaseBacked, BaseArtifactService):
     ) -> list[int]:
         scope = self._scope(app_name, user_id, filename, session_id)
         store = await self._store()
-        return [row[0] for row in await store.list_versions(app_name, user_id, scope, filename)]
+        return [row[0] for row in await store.list_versions((app_name, user_id, scope, filename))]
 
     def _artifact_version(
         self,
@@ -403,7 +393,7 @@ class PostgresArtifactService(DatabaseBacked, BaseArtifactService):
     ) -> list[ArtifactVersion]:
         scope = self._scope(app_name, user_id, filename, session_id)
         store = await self._store()
-        rows = await store.list_versions(app_name, user_id, scope, filename)
+        rows = await store.list_versions((app_name, user_id, scope, filename))
         return [self._artifact_version(app_name, user_id, scope, filename, r) for r in rows]
 
     @override
@@ -421,7 +411,7 @@ class PostgresArtifactService(DatabaseBacked, BaseArtifactService):
         if version is not None and version < 0:
             return None
         store = await self._store()
-        row = await store.get_version(app_name, user_id, scope, filename, version)
+        row = await store.get_version((app_name, user_id, scope, filename), version)
         if row is None:
             return None
         return self._artifact_version(app_name, user_id, scope, filename, row)

@@ -14,7 +14,9 @@ from types import TracebackType
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from . import embedded
-from ._native import Store, check_schema_name
+from ._native import Database as NativeDatabase
+from ._native import Sessions as NativeSessions
+from ._native import check_schema_name
 from .errors import ClosedError, ConfigurationError
 
 DEFAULT_SCHEMA = "public"
@@ -124,19 +126,20 @@ class Database:
             "coalesce_appends": coalesce_appends,
         }
         self._closed = False
-        self._store: Store | None = None
+        self._store: NativeDatabase | None = None
+        self._sessions: NativeSessions | None = None
         self._start_lock = asyncio.Lock()
         if url is not None:
             # Parses and validates the URL and options now (ConfigurationError), connects later.
-            self._store = Store(url, **self._options)  # type: ignore[arg-type]
+            self._store = NativeDatabase(url, **self._options)  # type: ignore[arg-type]
         _open_databases.add(self)
 
     @property
     def schema(self) -> str:
         return str(self._options["schema"])
 
-    async def store(self) -> Store:
-        """The native store, starting the embedded PostgreSQL first if no URL was given."""
+    async def store(self) -> NativeDatabase:
+        """The native pool handle, starting the embedded PostgreSQL first if no URL was given."""
         store = self._store
         if store is not None:
             return store
@@ -145,8 +148,15 @@ class Database:
         async with self._start_lock:
             if self._store is None:
                 url = await asyncio.to_thread(embedded.default_uri)
-                self._store = Store(url, **self._options)  # type: ignore[arg-type]
+                self._store = NativeDatabase(url, **self._options)  # type: ignore[arg-type]
             return self._store
+
+    async def sessions(self) -> NativeSessions:
+        """The native session operations on this pool: one per `Database`, so every session
+        service on it shares one append-coalescing queue."""
+        if self._sessions is None:
+            self._sessions = NativeSessions(await self.store())
+        return self._sessions
 
     async def migrate(self) -> int:
         """Create or upgrade the tables now (otherwise done on first use); returns the schema

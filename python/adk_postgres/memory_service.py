@@ -41,7 +41,8 @@ from pydantic_core import PydanticSerializationError, from_json
 from typing_extensions import override
 
 from ._json import encode_state
-from ._native import MemoryStore
+from ._keys import check_text
+from ._native import Memory
 from ._service_base import DatabaseBacked
 from .database import Database
 from .errors import ConfigurationError, DataError
@@ -138,16 +139,8 @@ def _encode_metadata(metadata: Mapping[str, object] | None) -> bytes | None:
 
 
 def _check_scope(app_name: object, user_id: object) -> None:
-    for name, value in (("app_name", app_name), ("user_id", user_id)):
-        if not isinstance(value, str):
-            raise DataError(f"{name} must be a str, got {type(value).__name__}")
-        if "\x00" in value:
-            raise DataError(f"{name} contains a NUL character, which PostgreSQL cannot store")
-        if not value.isascii():
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError as exc:
-                raise DataError(f"{name} is not valid UTF-8 text ({exc.reason})") from exc
+    check_text("app_name", app_name)
+    check_text("user_id", user_id)
 
 
 def _content_id(author: str | None, timestamp: object, content_json: bytes) -> str:
@@ -233,7 +226,7 @@ class PostgresMemoryService(DatabaseBacked, BaseMemoryService):
         self._trigram = bool(trigram)
         self._max_text_bytes = max_text_bytes
         self._embed_batch_size = embed_batch_size
-        self._native: MemoryStore | None = None
+        self._native: Memory | None = None
         self._capabilities: dict[str, Any] | None = None
         self._dim: int | None = None
 
@@ -257,11 +250,11 @@ class PostgresMemoryService(DatabaseBacked, BaseMemoryService):
         """An embedding function is configured."""
         return self._embed_fn is not None
 
-    async def _store(self) -> MemoryStore:
+    async def _store(self) -> Memory:
         native = self._native
         if native is None:
             store = await self._database.store()
-            native = MemoryStore(
+            native = Memory(
                 store,
                 text_search_config=self._text_search_config,
                 trigram=self._trigram,

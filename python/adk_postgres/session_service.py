@@ -1,7 +1,7 @@
 """`PostgresSessionService`: ADK's BaseSessionService on PostgreSQL.
 
 This module holds ADK semantics only (id stripping, prefix split, temp state, markers, errors);
-every call is one await into the Rust store, which runs one SQL statement.
+every call is one await into the Rust core, which runs one SQL statement.
 """
 
 from __future__ import annotations
@@ -20,21 +20,19 @@ from google.adk.sessions.base_session_service import (
     ListSessionsResponse,
 )
 from google.adk.sessions.session import Session
-from google.adk.sessions.state import State
 from typing_extensions import override
 
 from ._json import decode_events, decode_state, encode_event, encode_state
+from ._keys import check_keys
 from ._service_base import DatabaseBacked
 from ._session_cache import CachedHistory, SessionCache
+from ._state import merge_state, split_state
 from .database import Database
-from .errors import ConfigurationError, DataError, IntegrityError
+from .errors import ConfigurationError, IntegrityError
 from .telemetry import traced
 
 if TYPE_CHECKING:
     from ._native import SessionRow
-
-# ADK's v1 schema: VARCHAR(128) for app name, user id, session id and event id.
-MAX_KEY_LENGTH = 128
 
 #: Default bound of the per-process event-history cache (JSON bytes of cached events).
 DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
@@ -43,50 +41,6 @@ _STALE_MESSAGE = (
     "The session has been modified in storage since it was loaded. "
     "Please reload the session before appending more events."
 )
-
-
-def _check_key(**parts: str) -> None:
-    """Reject ids the schema cannot hold, before any round trip."""
-    for name, value in parts.items():
-        if not isinstance(value, str):
-            raise DataError(f"{name} must be a str, got {type(value).__name__}")
-        if len(value) > MAX_KEY_LENGTH:
-            raise DataError(
-                f"{name} is {len(value)} characters long; the limit is {MAX_KEY_LENGTH}"
-            )
-        if "\x00" in value:
-            raise DataError(f"{name} contains a NUL character, which PostgreSQL cannot store")
-        if not value.isascii():
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError as exc:
-                raise DataError(f"{name} is not valid UTF-8 text ({exc.reason})") from exc
-
-
-def _split_state(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """(app, user, session) parts of a state dict, prefixes stripped, temp: dropped."""
-    app: dict[str, Any] = {}
-    user: dict[str, Any] = {}
-    session: dict[str, Any] = {}
-    for key, value in state.items():
-        if key.startswith(State.APP_PREFIX):
-            app[key.removeprefix(State.APP_PREFIX)] = value
-        elif key.startswith(State.USER_PREFIX):
-            user[key.removeprefix(State.USER_PREFIX)] = value
-        elif not key.startswith(State.TEMP_PREFIX):
-            session[key] = value
-    return app, user, session
-
-
-def _merge_state(
-    session_state: dict[str, Any], app_state: dict[str, Any], user_state: dict[str, Any]
-) -> dict[str, Any]:
-    merged = dict(session_state)
-    for key, value in app_state.items():
-        merged[State.APP_PREFIX + key] = value
-    for key, value in user_state.items():
-        merged[State.USER_PREFIX + key] = value
-    return merged
 
 
 def _encode_delta(delta: dict[str, Any], what: str) -> bytes | None:
@@ -129,6 +83,27 @@ def _marker(revision: int, incarnation: int) -> str:
     the session it was read from (a session deleted and re-created under the same id is
     another incarnation, whose revisions start again at 0)."""
     return f"{revision}:{incarnation}"
+
+
+def _stored_session(
+    key: tuple[str, str, str],
+    state: dict[str, Any],
+    events: list[Event],
+    last_update_time: float,
+    marker: str,
+) -> Session:
+    """A `Session` as stored: create, get and list build them alike, so they compare equal."""
+    app_name, user_id, session_id = key
+    session = Session(
+        app_name=app_name,
+        user_id=user_id,
+        id=session_id,
+        state=state,
+        events=list(events),
+        last_update_time=last_update_time,
+    )
+    session._storage_update_marker = marker
+    return session
 
 
 def _parse_marker(session: Session) -> tuple[int, int | None] | None:
@@ -203,35 +178,29 @@ class PostgresSessionService(DatabaseBacked, BaseSessionService):
     ) -> Session:
         session_id = session_id.strip() if session_id else None
         session_id = session_id or platform_uuid.new_uuid()
-        _check_key(app_name=app_name, user_id=user_id, session_id=session_id)
-        app_delta, user_delta, session_state = _split_state(state or {})
-        state_json = encode_state(session_state)
+        check_keys(app_name=app_name, user_id=user_id, session_id=session_id)
+        parts = split_state(state or {})
+        state_json = encode_state(parts.session)
         create_time = platform_time.get_time()
-        store = await self._database.store()
-        created = await store.create_session(
-            app_name,
-            user_id,
-            session_id,
+        sessions = await self._database.sessions()
+        created = await sessions.create_session(
+            (app_name, user_id, session_id),
             state_json,
-            _encode_delta(app_delta, "app state"),
-            _encode_delta(user_delta, "user state"),
+            _encode_delta(parts.app, "app state"),
+            _encode_delta(parts.user, "user state"),
             create_time,
         )
         if created is None:
             raise AlreadyExistsError(f"Session with id {session_id} already exists.")
         revision, incarnation, app_json, user_json = created
-        session = Session(
-            app_name=app_name,
-            user_id=user_id,
-            id=session_id,
-            # The stored (JSON) form, so create and get return equal sessions.
-            state=_merge_state(
-                decode_state(state_json), decode_state(app_json), decode_state(user_json)
-            ),
-            last_update_time=create_time,
+        # The stored (JSON) form of the state, so create and get return equal sessions.
+        return _stored_session(
+            (app_name, user_id, session_id),
+            merge_state(decode_state(state_json), decode_state(app_json), decode_state(user_json)),
+            [],
+            create_time,
+            _marker(revision, incarnation),
         )
-        session._storage_update_marker = _marker(revision, incarnation)
-        return session
 
     @override
     @traced("sessions")
@@ -244,13 +213,13 @@ class PostgresSessionService(DatabaseBacked, BaseSessionService):
         config: GetSessionConfig | None = None,
     ) -> Session | None:
         session_id = session_id.strip() if session_id else session_id
-        _check_key(app_name=app_name, user_id=user_id, session_id=session_id)
+        check_keys(app_name=app_name, user_id=user_id, session_id=session_id)
         key = (app_name, user_id, session_id)
-        store = await self._database.store()
+        sessions = await self._database.sessions()
         cache = self._cache
         cached = cache.get(key) if cache is not None else None
         if cache is not None and cached is not None:
-            row = await store.get_session_since(app_name, user_id, session_id, cached.revision)
+            row = await sessions.get_session_since(key, cached.revision)
             if row is None:
                 cache.discard(key, cached)
                 return None
@@ -268,13 +237,11 @@ class PostgresSessionService(DatabaseBacked, BaseSessionService):
             config.num_recent_events is None and config.after_timestamp is None
         )
         if full_read:
-            row = await store.get_session(app_name, user_id, session_id)
+            row = await sessions.get_session(key)
         else:
             # Let the database select the events; the result is a suffix of the history.
             assert config is not None
-            row = await store.get_session(
-                app_name, user_id, session_id, config.after_timestamp, config.num_recent_events
-            )
+            row = await sessions.get_session(key, config.after_timestamp, config.num_recent_events)
         if row is None:
             return None
         events = decode_events(row[5])
@@ -305,59 +272,50 @@ class PostgresSessionService(DatabaseBacked, BaseSessionService):
         key: tuple[str, str, str], row: SessionRow, events: list[Event]
     ) -> Session:
         state_json, revision, last_update_time, app_json, user_json, _, incarnation, _ = row
-        app_name, user_id, session_id = key
-        session = Session(
-            app_name=app_name,
-            user_id=user_id,
-            id=session_id,
-            state=_merge_state(
-                decode_state(state_json), decode_state(app_json), decode_state(user_json)
-            ),
-            events=list(events),
-            last_update_time=last_update_time,
+        return _stored_session(
+            key,
+            merge_state(decode_state(state_json), decode_state(app_json), decode_state(user_json)),
+            events,
+            last_update_time,
+            _marker(revision, incarnation),
         )
-        session._storage_update_marker = _marker(revision, incarnation)
-        return session
 
     @override
     @traced("sessions")
     async def list_sessions(
         self, *, app_name: str, user_id: str | None = None
     ) -> ListSessionsResponse:
-        store = await self._database.store()
-        app_json, user_rows, session_rows = await store.list_sessions(app_name, user_id)
+        native = await self._database.sessions()
+        app_json, user_rows, session_rows = await native.list_sessions(app_name, user_id)
         app_state = decode_state(app_json)
         user_states = {uid: decode_state(data) for uid, data in user_rows}
         sessions = []
         for uid, sid, state_json, revision, last_update_time, incarnation in session_rows:
-            session = Session(
-                app_name=app_name,
-                user_id=uid,
-                id=sid,
-                state=_merge_state(decode_state(state_json), app_state, user_states.get(uid, {})),
-                last_update_time=last_update_time,
+            state = merge_state(decode_state(state_json), app_state, user_states.get(uid, {}))
+            marker = _marker(revision, incarnation)
+            sessions.append(
+                _stored_session((app_name, uid, sid), state, [], last_update_time, marker)
             )
-            session._storage_update_marker = _marker(revision, incarnation)
-            sessions.append(session)
         return ListSessionsResponse(sessions=sessions)
 
     @override
     @traced("sessions")
     async def delete_session(self, *, app_name: str, user_id: str, session_id: str) -> None:
         session_id = session_id.strip() if session_id else session_id
-        _check_key(app_name=app_name, user_id=user_id, session_id=session_id)
-        store = await self._database.store()
-        await store.delete_session(app_name, user_id, session_id)
+        check_keys(app_name=app_name, user_id=user_id, session_id=session_id)
+        sessions = await self._database.sessions()
+        key = (app_name, user_id, session_id)
+        await sessions.delete_session(key)
         # Unconditionally: whatever a concurrent read put there meanwhile may predate the
         # delete (a re-created session is told apart by its incarnation anyway).
         if self._cache is not None:
-            self._cache.discard((app_name, user_id, session_id))
+            self._cache.discard(key)
 
     @override
     @traced("sessions")
     async def get_user_state(self, *, app_name: str, user_id: str) -> dict[str, Any]:
-        store = await self._database.store()
-        return decode_state(await store.get_user_state(app_name, user_id))
+        sessions = await self._database.sessions()
+        return decode_state(await sessions.get_user_state(app_name, user_id))
 
     @override
     @traced("sessions")
@@ -367,27 +325,25 @@ class PostgresSessionService(DatabaseBacked, BaseSessionService):
         # As BaseSessionService: temp values visible on the caller's session, never stored.
         self._apply_temp_state(session, event)
         event = self._trim_temp_delta_state(event)
-        _check_key(
+        check_keys(
             app_name=session.app_name,
             user_id=session.user_id,
             session_id=session.id,
             event_id=event.id,
         )
         delta = event.actions.state_delta if event.actions and event.actions.state_delta else {}
-        app_delta, user_delta, session_delta = _split_state(delta)
+        parts = split_state(delta)
         event_json = encode_event(event)
-        session_json = _encode_delta(session_delta, "state delta")
-        app_json = _encode_delta(app_delta, "app state delta")
-        user_json = _encode_delta(user_delta, "user state delta")
+        session_json = _encode_delta(parts.session, "state delta")
+        app_json = _encode_delta(parts.app, "app state delta")
+        user_json = _encode_delta(parts.user, "user state delta")
 
-        store = await self._database.store()
+        sessions = await self._database.sessions()
         expected = _parse_marker(session) or await self._revision_of_unmarked(session)
         revision_held, incarnation = expected
         try:
-            outcome, revision = await store.append_event(
-                session.app_name,
-                session.user_id,
-                session.id,
+            outcome, revision = await sessions.append_event(
+                (session.app_name, session.user_id, session.id),
                 revision_held,
                 incarnation,
                 event.id,
@@ -439,8 +395,8 @@ class PostgresSessionService(DatabaseBacked, BaseSessionService):
     async def _revision_of_unmarked(self, session: Session) -> tuple[int, int]:
         """ADK's rule for session objects without a marker (built by hand): stale only if the
         store moved past the session's time and its latest event is not the session's."""
-        store = await self._database.store()
-        info = await store.session_revision(session.app_name, session.user_id, session.id)
+        sessions = await self._database.sessions()
+        info = await sessions.session_revision((session.app_name, session.user_id, session.id))
         if info is None:
             raise SessionNotFoundError(f"Session {session.id} not found.")
         revision, stored_update_time, incarnation, last_event_id = info

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._native import TenancyStore
+from ._native import Tenancy
 from .database import Database
 
 
@@ -24,9 +24,9 @@ class TenantGrant:
     user_id: str | None = None
 
 
-async def _tenancy(database: Database) -> TenancyStore:
+async def _tenancy(database: Database) -> Tenancy:
     await database.migrate()
-    return TenancyStore(await database.store())
+    return Tenancy(await database.store())
 
 
 async def enable_row_level_security(database: Database) -> None:

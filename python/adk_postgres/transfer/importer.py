@@ -54,7 +54,7 @@ async def import_sessions(
     """
     source = open_source(source_url)
     report = ImportReport(source.kind, source.label, dry_run)
-    store = await database.store()
+    sessions = await database.sessions()
     reader = PostgresSessionService(database=database, cache_bytes=0)
     try:
         apps = await source.app_names()
@@ -75,7 +75,7 @@ async def import_sessions(
                     report.sessions_present += stored is not None
                     report.events_present += sum(e.id in stored_ids for e in session.events)
                 else:
-                    outcome = await write_adk_session(store, session)
+                    outcome = await write_adk_session(sessions, session)
                     report.sessions_created += outcome.created
                     report.events_added += outcome.events_added
                     report.states_taken += outcome.state_taken and not outcome.created
@@ -84,7 +84,7 @@ async def import_sessions(
                     progress(app, report.sessions_seen)
             if not dry_run:
                 # The count check reads the target afresh: which of the app's sessions it holds.
-                _, _, rows = await store.list_sessions(app, None)
+                _, _, rows = await sessions.list_sessions(app, None)
                 report.sessions_present += len(copied & {(r[0], r[1]) for r in rows})
     finally:
         await source.close()

@@ -65,7 +65,7 @@ async def export_sessions(
 ) -> ExportReport:
     """Write every session (of ``app_name``, or of all apps) to ``out``, one line each."""
     await database.migrate()
-    store = await database.store()
+    sessions = await database.sessions()
     report = ExportReport()
     header = {
         "format": EXPORT_FORMAT,
@@ -78,11 +78,11 @@ async def export_sessions(
     stats = await Admin(database).stats(app_name)
     for app in sorted(a.app_name for a in stats.apps):
         report.apps += 1
-        app_json, user_rows, session_rows = await store.list_sessions(app, None)
+        app_json, user_rows, session_rows = await sessions.list_sessions(app, None)
         user_states = dict(user_rows)
         users_done: set[str] = set()
         for position, (user_id, session_id, *_rest) in enumerate(session_rows):
-            row = await store.get_session(app, user_id, session_id)
+            row = await sessions.get_session((app, user_id, session_id))
             if row is None:
                 continue  # deleted meanwhile
             state, _revision, last_update_time, _app, _user, events = row[:6]
@@ -139,7 +139,7 @@ async def restore_sessions(
 ) -> RestoreReport:
     """Load an export. Each session line is written in one transaction, after it was checked,
     so a bad line stops the restore with nothing of that session written."""
-    store = await database.store()
+    sessions = await database.sessions()
     report = RestoreReport()
     iterator = iter(lines)
     header_line = next(iterator, b"")
@@ -165,7 +165,7 @@ async def restore_sessions(
             raise DataError(f"line {number}: expected a session record")
         session = _parse_session(number, record)
         outcome = await write_session(
-            store,
+            sessions,
             app_name=session["app_name"],
             user_id=session["user_id"],
             session_id=session["id"],

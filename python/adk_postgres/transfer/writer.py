@@ -7,10 +7,10 @@ from typing import Any
 
 from google.adk.events.event import Event
 from google.adk.sessions.session import Session
-from google.adk.sessions.state import State
 
 from .._json import encode_event, encode_state
-from .._native import Store
+from .._native import Sessions
+from .._state import split_state
 
 
 @dataclass(frozen=True)
@@ -21,23 +21,8 @@ class WriteOutcome:
     state_taken: bool
 
 
-def split_state(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """ADK's merged view → (session state, app state, user state); ``temp:`` keys dropped."""
-    session: dict[str, Any] = {}
-    app: dict[str, Any] = {}
-    user: dict[str, Any] = {}
-    for key, value in state.items():
-        if key.startswith(State.APP_PREFIX):
-            app[key.removeprefix(State.APP_PREFIX)] = value
-        elif key.startswith(State.USER_PREFIX):
-            user[key.removeprefix(State.USER_PREFIX)] = value
-        elif not key.startswith(State.TEMP_PREFIX):
-            session[key] = value
-    return session, app, user
-
-
 async def write_session(
-    store: Store,
+    sessions: Sessions,
     *,
     app_name: str,
     user_id: str,
@@ -51,10 +36,8 @@ async def write_session(
     """Write one session with its session-scoped ``state`` and all ``events``, in one
     transaction; app/user state are merged in with the stored keys winning."""
     create_time = min([last_update_time, *(e.timestamp for e in events[:1])])
-    result = await store.write_transferred_session(
-        app_name,
-        user_id,
-        session_id,
+    result = await sessions.write_transferred_session(
+        (app_name, user_id, session_id),
         encode_state(state),
         create_time,
         last_update_time,
@@ -65,17 +48,17 @@ async def write_session(
     return WriteOutcome(*result)
 
 
-async def write_adk_session(store: Store, session: Session) -> WriteOutcome:
+async def write_adk_session(sessions: Sessions, session: Session) -> WriteOutcome:
     """Write a session read through an ADK session service (its state is the merged view)."""
-    state, app_state, user_state = split_state(session.state)
+    parts = split_state(session.state)
     return await write_session(
-        store,
+        sessions,
         app_name=session.app_name,
         user_id=session.user_id,
         session_id=session.id,
-        state=state,
+        state=parts.session,
         events=list(session.events),
         last_update_time=session.last_update_time,
-        app_state=app_state,
-        user_state=user_state,
+        app_state=parts.app,
+        user_state=parts.user,
     )

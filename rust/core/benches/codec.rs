@@ -4,8 +4,10 @@
 use std::time::Duration;
 
 use adk_postgres_core::codec::{decode, encode, keep_floats_for_jsonb};
-use adk_postgres_core::sessions::{Expected, NewEvent, SessionKey};
-use adk_postgres_core::{Store, StoreConfig, StoreOptions};
+use std::sync::Arc;
+
+use adk_postgres_core::sessions::{AppendOutcome, Expected, NewEvent, SessionKey, Sessions};
+use adk_postgres_core::{Database, StoreConfig, StoreOptions};
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use postgres_types::Type;
@@ -58,11 +60,12 @@ fn store_ops(c: &mut Criterion) {
         pool_size: 4,
         ..StoreOptions::default()
     };
-    let store = {
+    let db = {
         let _guard = rt.enter();
-        Store::new(StoreConfig::parse(&url, options).expect("BENCH_DATABASE_URL")).unwrap()
+        Database::new(StoreConfig::parse(&url, options).expect("BENCH_DATABASE_URL")).unwrap()
     };
-    rt.block_on(store.migrate()).expect("migrate");
+    rt.block_on(db.migrate()).expect("migrate");
+    let store = Sessions::new(Arc::new(db));
     let key = SessionKey {
         app_name: "bench",
         user_id: "u",
@@ -89,7 +92,7 @@ fn store_ops(c: &mut Criterion) {
                 user_delta: Some(br#"{"last_turn":1}"#),
             };
             match rt
-                .block_on(store.append_event(
+                .block_on(store.append_alone(
                     key,
                     Expected {
                         revision,
@@ -99,7 +102,7 @@ fn store_ops(c: &mut Criterion) {
                 ))
                 .unwrap()
             {
-                adk_postgres_core::AppendOutcome::Appended(r) => revision = r,
+                AppendOutcome::Appended(r) => revision = r,
                 other => panic!("unexpected {other:?}"),
             }
         })

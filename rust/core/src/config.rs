@@ -100,9 +100,8 @@ impl StoreConfig {
         })
     }
 
-    /// A description of the target that is safe to print: hosts, ports, database, user —
-    /// never the password.
-    pub fn describe(&self) -> String {
+    /// The hosts (or socket directories), comma-separated.
+    pub fn hosts(&self) -> String {
         let hosts: Vec<String> = self
             .pg
             .get_hosts()
@@ -113,15 +112,26 @@ impl StoreConfig {
                 Host::Unix(path) => path.display().to_string(),
             })
             .collect();
+        hosts.join(",")
+    }
+
+    /// The ports, comma-separated (PostgreSQL's default when none is given).
+    pub fn ports(&self) -> String {
         let ports: Vec<String> = self.pg.get_ports().iter().map(u16::to_string).collect();
+        if ports.is_empty() {
+            "5432".to_string()
+        } else {
+            ports.join(",")
+        }
+    }
+
+    /// A description of the target that is safe to print: hosts, ports, database, user —
+    /// never the password.
+    pub fn describe(&self) -> String {
         format!(
             "host={} port={} dbname={} user={} schema={}",
-            hosts.join(","),
-            if ports.is_empty() {
-                "5432".to_string()
-            } else {
-                ports.join(",")
-            },
+            self.hosts(),
+            self.ports(),
             self.pg.get_dbname().or(self.pg.get_user()).unwrap_or(""),
             self.pg.get_user().unwrap_or(""),
             self.options.schema

@@ -1,35 +1,42 @@
-//! adk-postgres core: a pooled async PostgreSQL store for Google ADK sessions.
+//! adk-postgres core: PostgreSQL persistence for Google ADK (sessions, artifacts, memory).
 //!
 //! Pure Rust (no Python): the PyO3 layer in `rust/python` only converts arguments and maps
-//! errors. Modules, in the order a request meets them:
+//! errors. A [`db::Database`] is one pool on one schema; each service is a handle that
+//! borrows it and keeps its SQL beside its code:
+//!
+//! * [`sessions`] — sessions, events, app/user state ([`sessions::Sessions`])
+//! * [`artifacts`] — versioned artifacts, content by SHA-256 ([`artifacts::Artifacts`])
+//! * [`memory`] — memory entries and their ranked search ([`memory::Memory`])
+//! * [`admin`] — migration status, doctor, stats, prune ([`admin::Admin`])
+//! * [`tenancy`] — row-level security by tenant ([`tenancy::Tenancy`])
+//!
+//! What they share, in the order a request meets it:
 //!
 //! * [`config`] — URL and options → [`config::StoreConfig`]
 //! * [`tls`] — rustls connector for `sslmode`
 //! * [`pool`] — deadpool-postgres pool, acquire errors
+//! * [`db`] — the handle: pool, migrations on first use, retry on a broken connection
 //! * [`migrations`] — versioned SQL, applied under an advisory lock
-//! * [`sql`] — statement text per schema
+//! * [`statement`] — typed parameters; statements prepared and cached, or sent unnamed
+//! * [`ident`] — quoting the schema name into SQL text
 //! * [`codec`] — raw JSON/JSONB pass-through
-//! * [`store`] / [`sessions`] — the operations
 //! * [`error`] — SQLSTATE → error kind
 
 pub mod admin;
 pub mod artifacts;
-pub mod coalesce;
 pub mod codec;
 pub mod config;
+pub mod db;
 pub mod error;
+pub mod ident;
 pub mod memory;
 pub mod migrations;
 pub mod pool;
 pub mod sessions;
-pub mod sql;
 pub mod statement;
-pub mod store;
 pub mod tenancy;
 pub mod tls;
-pub mod transfer;
 
 pub use config::{StoreConfig, StoreOptions};
+pub use db::Database;
 pub use error::{ErrorKind, Result, StoreError};
-pub use sessions::{AppendOutcome, NewEvent, SessionKey};
-pub use store::Store;

@@ -8,7 +8,7 @@
 use tokio_postgres::Client;
 
 use crate::error::{ErrorKind, Result, StoreError};
-use crate::sql::quote_ident;
+use crate::ident::quote_ident;
 use crate::statement::UNNAMED;
 
 /// One versioned migration.
@@ -19,43 +19,26 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
+/// One `Migration` from `migrations/V<version>__<name>.sql`.
+macro_rules! migration {
+    ($version:literal, $name:literal) => {
+        Migration {
+            version: $version,
+            name: $name,
+            sql: include_str!(concat!("../migrations/V", $version, "__", $name, ".sql")),
+        }
+    };
+}
+
 /// All migrations, in order. Append only; never edit one that has shipped.
 pub const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "adk_v1_tables",
-        sql: include_str!("../migrations/V1__adk_v1_tables.sql"),
-    },
-    Migration {
-        version: 2,
-        name: "revision_and_exact_times",
-        sql: include_str!("../migrations/V2__revision_and_exact_times.sql"),
-    },
-    Migration {
-        version: 3,
-        name: "artifacts",
-        sql: include_str!("../migrations/V3__artifacts.sql"),
-    },
-    Migration {
-        version: 4,
-        name: "memory",
-        sql: include_str!("../migrations/V4__memory.sql"),
-    },
-    Migration {
-        version: 5,
-        name: "tenancy",
-        sql: include_str!("../migrations/V5__tenancy.sql"),
-    },
-    Migration {
-        version: 6,
-        name: "session_incarnation",
-        sql: include_str!("../migrations/V6__session_incarnation.sql"),
-    },
-    Migration {
-        version: 7,
-        name: "tenancy_hardening",
-        sql: include_str!("../migrations/V7__tenancy_hardening.sql"),
-    },
+    migration!(1, "adk_v1_tables"),
+    migration!(2, "revision_and_exact_times"),
+    migration!(3, "artifacts"),
+    migration!(4, "memory"),
+    migration!(5, "tenancy"),
+    migration!(6, "session_incarnation"),
+    migration!(7, "tenancy_hardening"),
 ];
 
 /// The newest schema version this build knows.

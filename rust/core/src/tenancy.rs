@@ -2,10 +2,12 @@
 //! on and off, and the role → app (→ user) grants. These are owner operations: the runtime
 //! roles they constrain cannot run them.
 
+use std::sync::Arc;
+
+use crate::db::Database;
 use crate::error::{ErrorKind, Result, StoreError};
-use crate::sql::quote_ident;
+use crate::ident::quote_ident;
 use crate::statement::UNNAMED;
-use crate::store::Store;
 
 /// The tables whose rows belong to an app (and user), in the order RLS is switched.
 pub const TENANT_TABLES: &[&str] = &[
@@ -34,9 +36,23 @@ fn check_functions(s: &str) -> String {
     )
 }
 
-impl Store {
+/// The tenancy operations on one database handle.
+pub struct Tenancy {
+    db: Arc<Database>,
+}
+
+impl Tenancy {
+    pub fn new(db: Arc<Database>) -> Self {
+        Tenancy { db }
+    }
+
+    pub fn database(&self) -> &Arc<Database> {
+        &self.db
+    }
+
+    /// The quoted schema name.
     fn schema(&self) -> String {
-        quote_ident(&self.config().options.schema)
+        quote_ident(self.db.schema())
     }
 
     /// Enables (or disables) row-level security on every tenant table, all or none.
@@ -48,20 +64,20 @@ impl Store {
             .map(|t| format!("ALTER TABLE {s}.{t} {action} ROW LEVEL SECURITY;"))
             .collect();
         // One simple-protocol message: PostgreSQL runs it as one implicit transaction.
-        let conn = self.connection().await?;
+        let conn = self.db.connection().await?;
         Ok(conn.batch_execute(&statements).await?)
     }
 
     /// Whether row-level security is on (all tenant tables agree, or it is reported off).
     pub async fn row_level_security(&self) -> Result<bool> {
-        let conn = self.connection().await?;
+        let conn = self.db.connection().await?;
         let row = UNNAMED
             .query_one(
                 &conn,
                 "SELECT bool_and(c.relrowsecurity) FROM pg_class c
                    JOIN pg_namespace n ON n.oid = c.relnamespace
                   WHERE n.nspname = $1 AND c.relname = ANY($2::text[])",
-                &[&self.config().options.schema, &TENANT_TABLES],
+                &[&self.db.schema(), &TENANT_TABLES],
             )
             .await?;
         Ok(row.get::<_, Option<bool>>(0).unwrap_or(false))
@@ -69,7 +85,7 @@ impl Store {
 
     /// Lets `grant.role` (an existing role) see one app, or one user of it. Idempotent.
     pub async fn grant_tenant(&self, grant: &TenantGrant) -> Result<()> {
-        let mut conn = self.connection().await?;
+        let mut conn = self.db.connection().await?;
         let exists = UNNAMED
             .query_opt(
                 &conn,
@@ -109,7 +125,7 @@ impl Store {
     /// Removes a grant; `true` if there was one.
     pub async fn revoke_tenant(&self, grant: &TenantGrant) -> Result<bool> {
         let s = self.schema();
-        let mut conn = self.connection().await?;
+        let mut conn = self.db.connection().await?;
         let tx = conn.transaction().await?;
         let n = UNNAMED
             .execute(
@@ -150,7 +166,7 @@ impl Store {
     /// Every grant, by role, app and user.
     pub async fn list_tenants(&self) -> Result<Vec<TenantGrant>> {
         let s = self.schema();
-        let conn = self.connection().await?;
+        let conn = self.db.connection().await?;
         let rows = UNNAMED
             .query(
                 &conn,

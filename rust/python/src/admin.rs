@@ -1,30 +1,30 @@
-//! `adk_postgres._native.AdminStore`: argument conversion around the operations of
-//! `adk_postgres_core::admin` (migration status, doctor, stats, prune).
+//! `adk_postgres._native.Admin`: argument conversion around `adk_postgres_core::admin`
+//! (migration status, doctor, stats, prune).
 //!
-//! Built from a `Store` (`AdminStore(store)`), sharing its pool. Results come back as plain
+//! Built from a `Database` (`Admin(database)`), sharing its pool. Results come back as plain
 //! dicts and lists; `adk_postgres.admin` turns them into dataclasses.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use adk_postgres_core::admin::{
-    AppPruned, AppStats, DoctorReport, MigrationStatus, PruneOptions, PruneReport, Stats,
+    Admin, AppPruned, AppStats, DoctorReport, MigrationStatus, PruneOptions, PruneReport, Stats,
 };
-use adk_postgres_core::Store;
+use adk_postgres_core::db::Database;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
-use crate::runtime::spawn;
-use crate::store::PyStore;
+use crate::call::{call, Service};
+use crate::database::PyDatabase;
 
-#[pyclass(module = "adk_postgres._native", name = "AdminStore", frozen)]
-pub struct PyAdminStore {
-    store: Py<PyStore>,
+#[pyclass(module = "adk_postgres._native", name = "Admin", frozen)]
+pub struct PyAdmin {
+    inner: Arc<Admin>,
 }
 
-impl PyAdminStore {
-    fn checked(&self) -> PyResult<Arc<Store>> {
-        self.store.get().checked()
+impl Service for Admin {
+    fn database(&self) -> &Arc<Database> {
+        Admin::database(self)
     }
 }
 
@@ -150,40 +150,47 @@ fn prune_to_py<'py>(py: Python<'py>, r: &PruneReport) -> PyResult<Bound<'py, PyD
     Ok(d)
 }
 
+/// A dict built by one of the `*_to_py` functions, as a plain object.
+fn dict(built: PyResult<Bound<'_, PyDict>>) -> PyResult<Py<PyAny>> {
+    Ok(built?.into_any().unbind())
+}
+
 #[pymethods]
-impl PyAdminStore {
+impl PyAdmin {
     #[new]
-    fn new(store: Bound<'_, PyStore>) -> Self {
-        PyAdminStore {
-            store: store.unbind(),
+    fn new(database: Bound<'_, PyDatabase>) -> Self {
+        PyAdmin {
+            inner: Arc::new(Admin::new(PyDatabase::handle(&database))),
         }
     }
 
     /// Applied and pending migrations; changes nothing.
     fn migration_status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let store = self.checked()?;
-        spawn(
+        call(
             py,
-            async move { store.migration_status().await },
-            |py, m| Ok(migrations_to_py(py, &m)?.into_any().unbind()),
+            &self.inner,
+            |a| async move { a.migration_status().await },
+            |py, m| dict(migrations_to_py(py, &m)),
         )
     }
 
     /// Every health check; failures are in the report, not raised.
     fn doctor<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let store = self.checked()?;
-        spawn(py, async move { store.doctor().await }, |py, r| {
-            Ok(doctor_to_py(py, &r)?.into_any().unbind())
-        })
+        call(
+            py,
+            &self.inner,
+            |a| async move { a.doctor().await },
+            |py, r| dict(doctor_to_py(py, &r)),
+        )
     }
 
     #[pyo3(signature = (app_name=None))]
     fn stats<'py>(&self, py: Python<'py>, app_name: Option<String>) -> PyResult<Bound<'py, PyAny>> {
-        let store = self.checked()?;
-        spawn(
+        call(
             py,
-            async move { store.stats(app_name.as_deref()).await },
-            |py, s| Ok(stats_to_py(py, &s)?.into_any().unbind()),
+            &self.inner,
+            |a| async move { a.stats(app_name.as_deref()).await },
+            |py, s| dict(stats_to_py(py, &s)),
         )
     }
 
@@ -201,7 +208,6 @@ impl PyAdminStore {
         dry_run: bool,
         batch_size: i64,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let store = self.checked()?;
         let options = PruneOptions {
             app_name,
             idle_for_s: idle_for,
@@ -212,8 +218,11 @@ impl PyAdminStore {
             dry_run,
             batch_size,
         };
-        spawn(py, async move { store.prune(&options).await }, |py, r| {
-            Ok(prune_to_py(py, &r)?.into_any().unbind())
-        })
+        call(
+            py,
+            &self.inner,
+            |a| async move { a.prune(&options).await },
+            |py, r| dict(prune_to_py(py, &r)),
+        )
     }
 }

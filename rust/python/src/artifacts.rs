@@ -1,48 +1,49 @@
-//! `adk_postgres._native.ArtifactStore`: argument conversion around the artifact operations of
-//! `adk_postgres_core::Store` (see `rust/core/src/artifacts.rs`).
+//! `adk_postgres._native.Artifacts`: argument conversion around `adk_postgres_core::artifacts`.
 //!
-//! Built from a `Store` (`ArtifactStore(store, content_dir=None)`), sharing its pool. Payloads
-//! are borrowed from Python `bytes` (`PyBackedBytes`, no copy); a large payload is read straight
-//! into one preallocated `bytes` object, so a 100 MB artifact costs 100 MB once.
+//! Built from a `Database` (`Artifacts(database, content_dir=None)`), sharing its pool.
+//! Payloads are borrowed from Python `bytes` (`PyBackedBytes`, no copy); a large payload is
+//! read straight into one preallocated `bytes` object, so a 100 MB artifact costs 100 MB once.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use adk_postgres_core::artifacts::{
-    ArtifactBackend, ArtifactKey, Content, LoadedVersion, NewVersion, Storage, VersionInfo,
+    ArtifactKey, Artifacts, Content, LoadedVersion, NewVersion, Storage, VersionInfo,
     DEFAULT_FILE_GRACE_S,
 };
-use adk_postgres_core::{Store, StoreError};
+use adk_postgres_core::db::Database;
+use adk_postgres_core::StoreError;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
-use pyo3::types::{PyBytes, PyList, PyTuple};
+use pyo3::types::PyBytes;
 
+use crate::call::{bytes_opt, call, seconds, to_py, Bytes, Service};
+use crate::database::PyDatabase;
 use crate::errors::to_pyerr;
-use crate::runtime::{bytes_opt, spawn};
-use crate::store::PyStore;
 
-#[pyclass(module = "adk_postgres._native", name = "ArtifactStore", frozen)]
-pub struct PyArtifactStore {
-    store: Py<PyStore>,
-    backend: Arc<ArtifactBackend>,
+#[pyclass(module = "adk_postgres._native", name = "Artifacts", frozen)]
+pub struct PyArtifacts {
+    inner: Arc<Artifacts>,
 }
 
-/// Owned copies of an artifact key, moved into the future.
-struct Key {
-    app_name: String,
-    user_id: String,
-    session_id: String,
-    filename: String,
+impl Service for Artifacts {
+    fn database(&self) -> &Arc<Database> {
+        Artifacts::database(self)
+    }
 }
+
+/// An artifact key as Python passes it, `(app_name, user_id, session_id, filename)`; owned, so
+/// it can move into the future.
+#[derive(FromPyObject)]
+struct Key(String, String, String, String);
 
 impl Key {
     fn borrow(&self) -> ArtifactKey<'_> {
         ArtifactKey {
-            app_name: &self.app_name,
-            user_id: &self.user_id,
-            session_id: &self.session_id,
-            filename: &self.filename,
+            app_name: &self.0,
+            user_id: &self.1,
+            session_id: &self.2,
+            filename: &self.3,
         }
     }
 }
@@ -82,91 +83,75 @@ impl OutBuffer {
     }
 }
 
-fn version_info_to_py(py: Python<'_>, v: &VersionInfo) -> PyResult<Py<PyAny>> {
-    Ok(PyTuple::new(
-        py,
-        [
-            v.version.into_pyobject(py)?.into_any(),
-            v.mime_type.as_deref().into_pyobject(py)?.into_any(),
-            bytes_opt(py, v.custom_metadata.as_deref()),
-            v.create_time.into_pyobject(py)?.into_any(),
-        ],
-    )?
-    .into_any()
-    .unbind())
+/// `(version, mime_type, custom_metadata_json, create_time)`
+fn version_row(v: VersionInfo) -> (i64, Option<String>, Option<Bytes>, f64) {
+    (
+        v.version,
+        v.mime_type,
+        bytes_opt(v.custom_metadata),
+        v.create_time,
+    )
 }
 
 /// `(version, part_json, payload_kind, content, sha256, size, storage)`; `content` is `bytes`,
 /// or `None` when it must be read with `read_content(sha256, size, storage)` (large) or is
 /// gone (`size` is then `-1`).
-fn loaded_to_py(py: Python<'_>, loaded: Option<LoadedVersion>) -> PyResult<Py<PyAny>> {
-    let Some(l) = loaded else {
-        return Ok(py.None());
-    };
-    let (content, sha, size, storage) = match &l.content {
-        Content::Inline(bytes) => (Some(&bytes[..]), None, bytes.len() as i64, None),
+type LoadedRow = (
+    i64,
+    Bytes,
+    i16,
+    Option<Bytes>,
+    Option<Bytes>,
+    i64,
+    Option<&'static str>,
+);
+
+fn loaded_row(l: LoadedVersion) -> LoadedRow {
+    let (content, sha, size, storage) = match l.content {
+        Content::Inline(bytes) => {
+            let size = bytes.len() as i64;
+            (Some(Bytes(bytes)), None, size, None)
+        }
         Content::Stream {
             sha256,
             size,
             storage,
         } => (
             None,
-            Some(&sha256[..]),
-            *size as i64,
+            Some(Bytes(sha256)),
+            size as i64,
             Some(storage.as_str()),
         ),
         Content::Missing => (None, None, -1, None),
     };
-    Ok(PyTuple::new(
-        py,
-        [
-            l.version.into_pyobject(py)?.into_any(),
-            PyBytes::new(py, &l.part_json).into_any(),
-            l.payload_kind.into_pyobject(py)?.into_any(),
-            bytes_opt(py, content),
-            bytes_opt(py, sha),
-            size.into_pyobject(py)?.into_any(),
-            storage.into_pyobject(py)?.into_any(),
-        ],
-    )?
-    .into_any()
-    .unbind())
-}
-
-impl PyArtifactStore {
-    fn checked(&self) -> PyResult<Arc<Store>> {
-        self.store.get().checked()
-    }
+    let part = Bytes(l.part_json);
+    (l.version, part, l.payload_kind, content, sha, size, storage)
 }
 
 #[pymethods]
-impl PyArtifactStore {
+impl PyArtifacts {
     /// `content_dir`: keep payloads as files in this directory instead of in PostgreSQL.
     #[new]
-    #[pyo3(signature = (store, content_dir=None))]
-    fn new(store: Bound<'_, PyStore>, content_dir: Option<PathBuf>) -> Self {
-        let backend = ArtifactBackend::new(&store.get().inner, content_dir);
-        PyArtifactStore {
-            store: store.unbind(),
-            backend: Arc::new(backend),
+    #[pyo3(signature = (database, content_dir=None))]
+    fn new(database: Bound<'_, PyDatabase>, content_dir: Option<PathBuf>) -> Self {
+        let artifacts = Artifacts::new(PyDatabase::handle(&database), content_dir);
+        PyArtifacts {
+            inner: Arc::new(artifacts),
         }
     }
 
     #[getter]
     fn content_dir(&self) -> Option<PathBuf> {
-        self.backend.content_dir().map(PathBuf::from)
+        self.inner.content_dir().map(PathBuf::from)
     }
 
     /// Saves a version; returns its number. `payload` is the content (`None`: empty).
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (app_name, user_id, session_id, filename, payload, part_json, payload_kind, mime_type, custom_metadata, create_time))]
+    #[pyo3(signature = (key, payload, part_json, payload_kind, mime_type, custom_metadata, create_time))]
     fn save<'py>(
         &self,
         py: Python<'py>,
-        app_name: String,
-        user_id: String,
-        session_id: String,
-        filename: String,
+        key: Key,
         payload: Option<PyBackedBytes>,
         part_json: PyBackedBytes,
         payload_kind: i16,
@@ -174,17 +159,10 @@ impl PyArtifactStore {
         custom_metadata: Option<PyBackedBytes>,
         create_time: f64,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let store = self.checked()?;
-        let backend = self.backend.clone();
-        let key = Key {
-            app_name,
-            user_id,
-            session_id,
-            filename,
-        };
-        spawn(
+        call(
             py,
-            async move {
+            &self.inner,
+            |a| async move {
                 let version = NewVersion {
                     part_json: &part_json,
                     payload_kind,
@@ -193,37 +171,29 @@ impl PyArtifactStore {
                     create_time,
                 };
                 let payload: &[u8] = payload.as_deref().unwrap_or(&[]);
-                store
-                    .save_artifact(&backend, key.borrow(), payload, version)
-                    .await
+                a.save_artifact(key.borrow(), payload, version).await
             },
-            |py, v| Ok(v.into_pyobject(py)?.into_any().unbind()),
+            to_py,
         )
     }
 
-    /// Reads a version (latest when `version` is None); see `loaded_to_py` for the result.
-    #[pyo3(signature = (app_name, user_id, session_id, filename, version=None))]
+    /// Reads a version (latest when `version` is None); see `loaded_row` for the result.
+    #[pyo3(signature = (key, version=None))]
     fn load<'py>(
         &self,
         py: Python<'py>,
-        app_name: String,
-        user_id: String,
-        session_id: String,
-        filename: String,
+        key: Key,
         version: Option<i64>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let store = self.checked()?;
-        let backend = self.backend.clone();
-        let key = Key {
-            app_name,
-            user_id,
-            session_id,
-            filename,
-        };
-        spawn(
+        call(
             py,
-            async move { store.load_artifact(&backend, key.borrow(), version).await },
-            loaded_to_py,
+            &self.inner,
+            |a| async move {
+                Ok(a.load_artifact(key.borrow(), version)
+                    .await?
+                    .map(loaded_row))
+            },
+            to_py,
         )
     }
 
@@ -235,15 +205,14 @@ impl PyArtifactStore {
         size: usize,
         storage: &str,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let store = self.checked()?;
-        let backend = self.backend.clone();
         let storage = Storage::parse(storage).map_err(to_pyerr)?;
         let mut out = OutBuffer::new(py, size)?;
-        spawn(
+        call(
             py,
-            async move {
-                let complete = store
-                    .read_artifact_content(&backend, &sha256, storage, out.slice())
+            &self.inner,
+            |a| async move {
+                let complete = a
+                    .read_artifact_content(&sha256, storage, out.slice())
                     .await?;
                 Ok::<_, StoreError>(complete.then_some(out))
             },
@@ -257,65 +226,35 @@ impl PyArtifactStore {
     }
 
     /// `[(version, mime_type, custom_metadata_json, create_time)]`, oldest first.
-    fn list_versions<'py>(
-        &self,
-        py: Python<'py>,
-        app_name: String,
-        user_id: String,
-        session_id: String,
-        filename: String,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let store = self.checked()?;
-        let backend = self.backend.clone();
-        let key = Key {
-            app_name,
-            user_id,
-            session_id,
-            filename,
-        };
-        spawn(
+    fn list_versions<'py>(&self, py: Python<'py>, key: Key) -> PyResult<Bound<'py, PyAny>> {
+        call(
             py,
-            async move { store.list_artifact_versions(&backend, key.borrow()).await },
-            |py, versions| {
-                let list = PyList::empty(py);
-                for v in &versions {
-                    list.append(version_info_to_py(py, v)?)?;
-                }
-                Ok(list.into_any().unbind())
+            &self.inner,
+            |a| async move {
+                let versions = a.list_artifact_versions(key.borrow()).await?;
+                Ok(versions.into_iter().map(version_row).collect::<Vec<_>>())
             },
+            to_py,
         )
     }
 
     /// `(version, mime_type, custom_metadata_json, create_time)` or None.
-    #[pyo3(signature = (app_name, user_id, session_id, filename, version=None))]
+    #[pyo3(signature = (key, version=None))]
     fn get_version<'py>(
         &self,
         py: Python<'py>,
-        app_name: String,
-        user_id: String,
-        session_id: String,
-        filename: String,
+        key: Key,
         version: Option<i64>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let store = self.checked()?;
-        let backend = self.backend.clone();
-        let key = Key {
-            app_name,
-            user_id,
-            session_id,
-            filename,
-        };
-        spawn(
+        call(
             py,
-            async move {
-                store
-                    .artifact_version(&backend, key.borrow(), version)
-                    .await
+            &self.inner,
+            |a| async move {
+                Ok(a.artifact_version(key.borrow(), version)
+                    .await?
+                    .map(version_row))
             },
-            |py, info| match info {
-                Some(v) => version_info_to_py(py, &v),
-                None => Ok(py.None()),
-            },
+            to_py,
         )
     }
 
@@ -328,45 +267,24 @@ impl PyArtifactStore {
         user_id: String,
         session_id: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let store = self.checked()?;
-        let backend = self.backend.clone();
-        spawn(
+        call(
             py,
-            async move {
-                store
-                    .list_artifact_keys(&backend, &app_name, &user_id, session_id.as_deref())
+            &self.inner,
+            |a| async move {
+                a.list_artifact_keys(&app_name, &user_id, session_id.as_deref())
                     .await
             },
-            |py, keys| Ok(PyList::new(py, keys)?.into_any().unbind()),
+            to_py,
         )
     }
 
     /// Deletes every version; True if there was any.
-    fn delete<'py>(
-        &self,
-        py: Python<'py>,
-        app_name: String,
-        user_id: String,
-        session_id: String,
-        filename: String,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let store = self.checked()?;
-        let backend = self.backend.clone();
-        let key = Key {
-            app_name,
-            user_id,
-            session_id,
-            filename,
-        };
-        spawn(
+    fn delete<'py>(&self, py: Python<'py>, key: Key) -> PyResult<Bound<'py, PyAny>> {
+        call(
             py,
-            async move { store.delete_artifact(&backend, key.borrow()).await },
-            |py, deleted| {
-                Ok(pyo3::types::PyBool::new(py, deleted)
-                    .to_owned()
-                    .into_any()
-                    .unbind())
-            },
+            &self.inner,
+            |a| async move { a.delete_artifact(key.borrow()).await },
+            to_py,
         )
     }
 
@@ -374,21 +292,16 @@ impl PyArtifactStore {
     /// `grace_s` seconds old (content directory only); returns how many.
     #[pyo3(signature = (grace_s=DEFAULT_FILE_GRACE_S))]
     fn collect_garbage<'py>(&self, py: Python<'py>, grace_s: f64) -> PyResult<Bound<'py, PyAny>> {
-        let grace = Duration::try_from_secs_f64(grace_s).map_err(|_| {
-            to_pyerr(StoreError::config(
-                "grace must be a finite number of seconds >= 0",
-            ))
-        })?;
-        let store = self.checked()?;
-        let backend = self.backend.clone();
-        spawn(
+        let grace = seconds("grace", grace_s)?;
+        call(
             py,
-            async move {
-                let queued = store.collect_artifact_garbage(&backend).await?;
-                let orphans = store.collect_orphan_files(&backend, grace, false).await?;
+            &self.inner,
+            |a| async move {
+                let queued = a.collect_artifact_garbage().await?;
+                let orphans = a.collect_orphan_files(grace, false).await?;
                 Ok::<_, StoreError>(queued + orphans)
             },
-            |py, n| Ok(n.into_pyobject(py)?.into_any().unbind()),
+            to_py,
         )
     }
 }

@@ -1,14 +1,18 @@
 //! `adk_postgres._native`: the Python binding of `adk_postgres_core`.
 //!
 //! Only argument conversion, error mapping and the asyncio bridge live here; see `rust/core`
-//! for the store.
+//! for the operations. One class per core handle: `Database` (the pool), and built from it
+//! `Sessions`, `Artifacts`, `Memory`, `Admin`, `Tenancy`; `call.rs` is what their methods
+//! share, `runtime.rs` the bridge to asyncio.
 
 mod admin;
 mod artifacts;
+mod call;
+mod database;
 mod errors;
 mod memory;
 mod runtime;
-mod store;
+mod sessions;
 mod tenancy;
 
 use pyo3::prelude::*;
@@ -44,11 +48,12 @@ fn _panicking_call<'py>(py: Python<'py>, stage: String) -> PyResult<Bound<'py, P
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<runtime::Bridge>()?;
-    m.add_class::<store::PyStore>()?;
-    m.add_class::<artifacts::PyArtifactStore>()?;
-    m.add_class::<memory::PyMemoryStore>()?;
-    m.add_class::<admin::PyAdminStore>()?;
-    m.add_class::<tenancy::PyTenancyStore>()?;
+    m.add_class::<database::PyDatabase>()?;
+    m.add_class::<sessions::PySessions>()?;
+    m.add_class::<artifacts::PyArtifacts>()?;
+    m.add_class::<memory::PyMemory>()?;
+    m.add_class::<admin::PyAdmin>()?;
+    m.add_class::<tenancy::PyTenancy>()?;
     m.add_function(wrap_pyfunction!(json_nesting_depth, m)?)?;
     m.add_function(wrap_pyfunction!(check_schema_name, m)?)?;
     m.add_function(wrap_pyfunction!(_panicking_call, m)?)?;
@@ -56,7 +61,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         "SCHEMA_VERSION",
         adk_postgres_core::migrations::latest_version(),
     )?;
-    m.add("COALESCE_MAX_BATCH", adk_postgres_core::coalesce::MAX_BATCH)?;
+    m.add("COALESCE_MAX_BATCH", adk_postgres_core::sessions::MAX_BATCH)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

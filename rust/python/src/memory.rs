@@ -1,29 +1,34 @@
-//! `adk_postgres._native.MemoryStore`: argument conversion around the memory operations of
-//! `adk_postgres_core::Store` (see `rust/core/src/memory.rs`).
+//! `adk_postgres._native.Memory`: argument conversion around `adk_postgres_core::memory`.
 //!
-//! Built from a `Store` (`MemoryStore(store, text_search_config="english", trigram=True,
+//! Built from a `Database` (`Memory(database, text_search_config="english", trigram=True,
 //! vector=False)`), sharing its pool. Content and metadata JSON are borrowed from Python
 //! `bytes`; embeddings arrive as one `bytes` of packed native-endian float32 (an
 //! `array('f')`), converted to pgvector's binary format in Rust.
 
 use std::sync::Arc;
 
+use adk_postgres_core::db::Database;
 use adk_postgres_core::memory::{
-    Capabilities, EmbeddingBatch, MemoryBackend, MemoryHit, MemoryOptions, MemoryQuery,
-    MemoryUpsert, NewMemory,
+    Capabilities, EmbeddingBatch, Memory, MemoryHit, MemoryOptions, MemoryQuery, MemoryUpsert,
+    NewMemory,
 };
-use adk_postgres_core::{Store, StoreError};
+use adk_postgres_core::{ErrorKind, StoreError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
-use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use pyo3::types::{PyDict, PyList};
 
-use crate::runtime::{bytes_opt, spawn};
-use crate::store::PyStore;
+use crate::call::{bytes_opt, call, to_py, Bytes, Service};
+use crate::database::PyDatabase;
 
-#[pyclass(module = "adk_postgres._native", name = "MemoryStore", frozen)]
-pub struct PyMemoryStore {
-    store: Py<PyStore>,
-    backend: Arc<MemoryBackend>,
+#[pyclass(module = "adk_postgres._native", name = "Memory", frozen)]
+pub struct PyMemory {
+    inner: Arc<Memory>,
+}
+
+impl Service for Memory {
+    fn database(&self) -> &Arc<Database> {
+        Memory::database(self)
+    }
 }
 
 /// `(memory_id, session_id, author, event_ts, timestamp_text, content, custom_metadata,
@@ -43,7 +48,7 @@ type EntryTuple = (
 fn floats(data: &[u8]) -> Result<Vec<f32>, StoreError> {
     if data.len() % 4 != 0 {
         return Err(StoreError::new(
-            adk_postgres_core::ErrorKind::Data,
+            ErrorKind::Data,
             "packed float32 data must be a multiple of 4 bytes long",
         ));
     }
@@ -62,34 +67,40 @@ fn capabilities_to_py(py: Python<'_>, caps: Capabilities) -> PyResult<Py<PyAny>>
     Ok(d.into_any().unbind())
 }
 
-fn hit_to_py<'py>(py: Python<'py>, h: &MemoryHit) -> PyResult<Bound<'py, PyTuple>> {
-    PyTuple::new(
-        py,
-        [
-            h.memory_id.as_str().into_pyobject(py)?.into_any(),
-            h.session_id.as_deref().into_pyobject(py)?.into_any(),
-            h.author.as_deref().into_pyobject(py)?.into_any(),
-            h.event_ts.into_pyobject(py)?.into_any(),
-            h.timestamp_text.as_deref().into_pyobject(py)?.into_any(),
-            PyBytes::new(py, &h.content).into_any(),
-            bytes_opt(py, h.custom_metadata.as_deref()),
-            h.score.into_pyobject(py)?.into_any(),
-        ],
+/// `(memory_id, session_id, author, event_ts, timestamp_text, content_json,
+/// custom_metadata_json, score)`
+type HitRow = (
+    String,
+    Option<String>,
+    Option<String>,
+    Option<f64>,
+    Option<String>,
+    Bytes,
+    Option<Bytes>,
+    f64,
+);
+
+fn hit_row(h: MemoryHit) -> HitRow {
+    let (content, metadata) = (Bytes(h.content), bytes_opt(h.custom_metadata));
+    let (id, session, author) = (h.memory_id, h.session_id, h.author);
+    (
+        id,
+        session,
+        author,
+        h.event_ts,
+        h.timestamp_text,
+        content,
+        metadata,
+        h.score,
     )
 }
 
-impl PyMemoryStore {
-    fn checked(&self) -> PyResult<Arc<Store>> {
-        self.store.get().checked()
-    }
-}
-
 #[pymethods]
-impl PyMemoryStore {
+impl PyMemory {
     #[new]
-    #[pyo3(signature = (store, text_search_config="english".to_string(), trigram=true, vector=false))]
+    #[pyo3(signature = (database, text_search_config="english".to_string(), trigram=true, vector=false))]
     fn new(
-        store: Bound<'_, PyStore>,
+        database: Bound<'_, PyDatabase>,
         text_search_config: String,
         trigram: bool,
         vector: bool,
@@ -99,21 +110,18 @@ impl PyMemoryStore {
             trigram,
             vector,
         };
-        let backend = MemoryBackend::new(&store.get().inner, options);
-        PyMemoryStore {
-            store: store.unbind(),
-            backend: Arc::new(backend),
+        PyMemory {
+            inner: Arc::new(Memory::new(PyDatabase::handle(&database), options)),
         }
     }
 
     /// `{"trigram_schema", "vector_schema", "embedding_column", "notes"}`; the first call
     /// detects (and where possible creates) the extensions.
     fn capabilities<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let store = self.checked()?;
-        let backend = self.backend.clone();
-        spawn(
+        call(
             py,
-            async move { store.memory_capabilities(&backend).await },
+            &self.inner,
+            |m| async move { m.memory_capabilities().await },
             capabilities_to_py,
         )
     }
@@ -131,11 +139,10 @@ impl PyMemoryStore {
         from_events: bool,
         embedding_dim: Option<i32>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let store = self.checked()?;
-        let backend = self.backend.clone();
-        spawn(
+        call(
             py,
-            async move {
+            &self.inner,
+            |m| async move {
                 let new: Vec<NewMemory<'_>> = entries
                     .iter()
                     .map(|e| NewMemory {
@@ -149,21 +156,17 @@ impl PyMemoryStore {
                         search_text: &e.7,
                     })
                     .collect();
-                store
-                    .upsert_memories(
-                        &backend,
-                        MemoryUpsert {
-                            app_name: &app_name,
-                            user_id: &user_id,
-                            entries: &new,
-                            replace_session: replace_session.as_deref(),
-                            from_events,
-                            embedding_dim,
-                        },
-                    )
-                    .await
+                let upsert = MemoryUpsert {
+                    app_name: &app_name,
+                    user_id: &user_id,
+                    entries: &new,
+                    replace_session: replace_session.as_deref(),
+                    from_events,
+                    embedding_dim,
+                };
+                m.upsert_memories(upsert).await
             },
-            |py, ids| Ok(PyList::new(py, ids)?.into_any().unbind()),
+            to_py,
         )
     }
 
@@ -179,11 +182,10 @@ impl PyMemoryStore {
         dim: usize,
         vectors: PyBackedBytes,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let store = self.checked()?;
-        let backend = self.backend.clone();
-        spawn(
+        call(
             py,
-            async move {
+            &self.inner,
+            |m| async move {
                 let vectors = floats(&vectors)?;
                 let batch = EmbeddingBatch {
                     app_name: &app_name,
@@ -193,9 +195,9 @@ impl PyMemoryStore {
                     dim,
                     vectors: &vectors,
                 };
-                store.set_memory_embeddings(&backend, batch).await
+                m.set_memory_embeddings(batch).await
             },
-            |py, n| Ok(n.into_pyobject(py)?.into_any().unbind()),
+            to_py,
         )
     }
 
@@ -206,26 +208,15 @@ impl PyMemoryStore {
         user_id: String,
         memory_id: String,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let store = self.checked()?;
-        let backend = self.backend.clone();
-        spawn(
+        call(
             py,
-            async move {
-                store
-                    .delete_memory(&backend, &app_name, &user_id, &memory_id)
-                    .await
-            },
-            |py, deleted| {
-                Ok(pyo3::types::PyBool::new(py, deleted)
-                    .to_owned()
-                    .into_any()
-                    .unbind())
-            },
+            &self.inner,
+            |m| async move { m.delete_memory(&app_name, &user_id, &memory_id).await },
+            to_py,
         )
     }
 
-    /// Ranked search; returns `[(memory_id, session_id, author, event_ts, timestamp_text,
-    /// content_json, custom_metadata_json, score)]`. `vector`: the query embedding as packed
+    /// Ranked search; returns `[hit_row]`. `vector`: the query embedding as packed
     /// native-endian float32s.
     #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (app_name, user_id, text, strict, words, limit, min_score, vector=None))]
@@ -241,35 +232,25 @@ impl PyMemoryStore {
         min_score: f64,
         vector: Option<PyBackedBytes>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let store = self.checked()?;
-        let backend = self.backend.clone();
-        spawn(
+        call(
             py,
-            async move {
+            &self.inner,
+            |m| async move {
                 let vector = vector.as_deref().map(floats).transpose()?;
-                store
-                    .search_memory(
-                        &backend,
-                        MemoryQuery {
-                            app_name: &app_name,
-                            user_id: &user_id,
-                            text: &text,
-                            strict,
-                            words: &words,
-                            limit,
-                            min_score,
-                            vector: vector.as_deref(),
-                        },
-                    )
-                    .await
+                let query = MemoryQuery {
+                    app_name: &app_name,
+                    user_id: &user_id,
+                    text: &text,
+                    strict,
+                    words: &words,
+                    limit,
+                    min_score,
+                    vector: vector.as_deref(),
+                };
+                let hits = m.search_memory(query).await?;
+                Ok(hits.into_iter().map(hit_row).collect::<Vec<_>>())
             },
-            |py, hits| {
-                let list = PyList::empty(py);
-                for h in &hits {
-                    list.append(hit_to_py(py, h)?)?;
-                }
-                Ok(list.into_any().unbind())
-            },
+            to_py,
         )
     }
 }

@@ -32,19 +32,10 @@ use adk_postgres_core::{ErrorKind, StoreError};
 use futures_util::FutureExt;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::PyBytes;
 use tokio::runtime::Runtime;
 use tokio::task::AbortHandle;
 
 use crate::errors::to_pyerr;
-
-/// `bytes` for `Some`, `None` for `None`.
-pub(crate) fn bytes_opt<'py>(py: Python<'py>, json: Option<&[u8]>) -> Bound<'py, PyAny> {
-    match json {
-        Some(b) => PyBytes::new(py, b).into_any(),
-        None => py.None().into_bound(py),
-    }
-}
 
 /// Worker threads: I/O-bound work needs few, and small machines share their cores with the
 /// interpreter and often the database.

@@ -1,23 +1,23 @@
-//! `adk_postgres._native.TenancyStore`: row-level security switches and tenant grants
-//! (`adk_postgres_core::tenancy`), on a `Store`'s pool.
+//! `adk_postgres._native.Tenancy`: row-level security switches and tenant grants
+//! (`adk_postgres_core::tenancy`), on a `Database`'s pool.
 
 use std::sync::Arc;
 
-use adk_postgres_core::tenancy::TenantGrant;
-use adk_postgres_core::Store;
+use adk_postgres_core::db::Database;
+use adk_postgres_core::tenancy::{Tenancy, TenantGrant};
 use pyo3::prelude::*;
 
-use crate::runtime::spawn;
-use crate::store::PyStore;
+use crate::call::{call, to_py, Service};
+use crate::database::PyDatabase;
 
-#[pyclass(module = "adk_postgres._native", name = "TenancyStore", frozen)]
-pub struct PyTenancyStore {
-    store: Py<PyStore>,
+#[pyclass(module = "adk_postgres._native", name = "Tenancy", frozen)]
+pub struct PyTenancy {
+    inner: Arc<Tenancy>,
 }
 
-impl PyTenancyStore {
-    fn checked(&self) -> PyResult<Arc<Store>> {
-        self.store.get().checked()
+impl Service for Tenancy {
+    fn database(&self) -> &Arc<Database> {
+        Tenancy::database(self)
     }
 }
 
@@ -30,11 +30,11 @@ fn grant(role: String, app_name: String, user_id: Option<String>) -> TenantGrant
 }
 
 #[pymethods]
-impl PyTenancyStore {
+impl PyTenancy {
     #[new]
-    fn new(store: Bound<'_, PyStore>) -> Self {
-        PyTenancyStore {
-            store: store.unbind(),
+    fn new(database: Bound<'_, PyDatabase>) -> Self {
+        PyTenancy {
+            inner: Arc::new(Tenancy::new(PyDatabase::handle(&database))),
         }
     }
 
@@ -43,25 +43,20 @@ impl PyTenancyStore {
         py: Python<'py>,
         enabled: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let store = self.checked()?;
-        spawn(
+        call(
             py,
-            async move { store.set_row_level_security(enabled).await },
-            |py, ()| Ok(py.None()),
+            &self.inner,
+            |t| async move { t.set_row_level_security(enabled).await },
+            to_py,
         )
     }
 
     fn row_level_security<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let store = self.checked()?;
-        spawn(
+        call(
             py,
-            async move { store.row_level_security().await },
-            |py, on| {
-                Ok(pyo3::types::PyBool::new(py, on)
-                    .to_owned()
-                    .into_any()
-                    .unbind())
-            },
+            &self.inner,
+            |t| async move { t.row_level_security().await },
+            to_py,
         )
     }
 
@@ -73,11 +68,13 @@ impl PyTenancyStore {
         app_name: String,
         user_id: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let store = self.checked()?;
         let g = grant(role, app_name, user_id);
-        spawn(py, async move { store.grant_tenant(&g).await }, |py, ()| {
-            Ok(py.None())
-        })
+        call(
+            py,
+            &self.inner,
+            |t| async move { t.grant_tenant(&g).await },
+            to_py,
+        )
     }
 
     #[pyo3(signature = (role, app_name, user_id=None))]
@@ -88,32 +85,28 @@ impl PyTenancyStore {
         app_name: String,
         user_id: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let store = self.checked()?;
         let g = grant(role, app_name, user_id);
-        spawn(
+        call(
             py,
-            async move { store.revoke_tenant(&g).await },
-            |py, found| {
-                Ok(pyo3::types::PyBool::new(py, found)
-                    .to_owned()
-                    .into_any()
-                    .unbind())
-            },
+            &self.inner,
+            |t| async move { t.revoke_tenant(&g).await },
+            to_py,
         )
     }
 
+    /// `[(role, app_name, user_id)]`
     fn list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let store = self.checked()?;
-        spawn(
+        call(
             py,
-            async move { store.list_tenants().await },
-            |py, grants| {
-                let rows: Vec<(String, String, Option<String>)> = grants
+            &self.inner,
+            |t| async move {
+                let grants = t.list_tenants().await?;
+                Ok(grants
                     .into_iter()
                     .map(|g| (g.role, g.app_name, g.user_id))
-                    .collect();
-                Ok(rows.into_pyobject(py)?.into_any().unbind())
+                    .collect::<Vec<_>>())
             },
+            to_py,
         )
     }
 }

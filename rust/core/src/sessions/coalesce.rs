@@ -34,19 +34,14 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::Object;
-use futures_util::future::join_all;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use crate::codec::JsonParam;
+use super::{AppendOutcome, OwnedAppend};
 use crate::error::{ErrorKind, Result, StoreError};
-use crate::sessions::{AppendOutcome, Expected, NewEvent, SessionKey};
-use crate::statement::{in_order, On, Param, Step};
-use crate::store::Store;
 
 /// Most appends in one flight: more would hold the app's row lock longer for little gain (the
 /// commit is shared already), and keeps one flight's pipeline a few dozen messages.
@@ -55,54 +50,13 @@ pub const MAX_BATCH: usize = 24;
 /// Most appends waiting or flying in one store's queue; more callers wait for room (within
 /// their `acquire_timeout`), so a burst cannot grow the queue without bound.
 pub const QUEUE_LIMIT: usize = 16 * MAX_BATCH;
-
-/// Bytes owned by an append in flight (the Python layer passes its `bytes` without copying).
-pub type Blob = Box<dyn AsRef<[u8]> + Send + Sync>;
-
-/// An append with everything it needs owned, so it can wait in the queue.
-pub struct OwnedAppend {
-    pub app_name: String,
-    pub user_id: String,
-    pub session_id: String,
-    pub expected: Expected,
-    pub event_id: String,
-    pub invocation_id: String,
-    pub timestamp: f64,
-    pub event_json: Blob,
-    pub session_delta: Option<Blob>,
-    pub app_delta: Option<Blob>,
-    pub user_delta: Option<Blob>,
-}
-
-impl OwnedAppend {
-    pub fn key(&self) -> SessionKey<'_> {
-        SessionKey {
-            app_name: &self.app_name,
-            user_id: &self.user_id,
-            session_id: &self.session_id,
-        }
-    }
-
-    pub fn event(&self) -> NewEvent<'_> {
-        NewEvent {
-            event_id: &self.event_id,
-            invocation_id: &self.invocation_id,
-            timestamp: self.timestamp,
-            event_json: (*self.event_json).as_ref(),
-            session_delta: self.session_delta.as_deref().map(|b| b.as_ref()),
-            app_delta: self.app_delta.as_deref().map(|b| b.as_ref()),
-            user_delta: self.user_delta.as_deref().map(|b| b.as_ref()),
-        }
-    }
-}
-
 /// Who decides a queued append's fate first: a flight taking it, or its caller giving up.
 const QUEUED: u8 = 0;
 const TAKEN: u8 = 1;
 const WITHDRAWN: u8 = 2;
 
-pub(crate) struct Queued {
-    pub(crate) append: OwnedAppend,
+pub struct Queued {
+    pub append: OwnedAppend,
     reply: oneshot::Sender<Result<AppendOutcome>>,
     claim: Arc<AtomicU8>,
     /// The append's place in the bounded queue, given back when it is answered.
@@ -119,7 +73,7 @@ impl Queued {
                 .is_ok()
     }
 
-    pub(crate) fn answer(self, outcome: Result<AppendOutcome>) {
+    pub fn answer(self, outcome: Result<AppendOutcome>) {
         let _ = self.reply.send(outcome);
     }
 }
@@ -132,31 +86,19 @@ enum Message {
 
 /// Runs one flight: answers every append of the batch (dropping one unanswered tells its
 /// caller the flight was lost).
-pub(crate) type Flight =
+pub type Flight =
     Arc<dyn Fn(Vec<Queued>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 /// The queue in front of one store's appends.
-pub(crate) struct Coalescer {
+pub struct Coalescer {
     queue: mpsc::UnboundedSender<Message>,
     room: Arc<Semaphore>,
 }
 
 impl Coalescer {
-    /// Starts the dispatcher of `store`'s appends on the current tokio runtime. It holds the
-    /// store weakly and ends when the store (which owns the queue's sender) is dropped.
-    pub(crate) fn start(store: Weak<Store>) -> Self {
-        let flight: Flight = Arc::new(move |batch| {
-            let store = store.clone();
-            Box::pin(async move {
-                if let Some(store) = store.upgrade() {
-                    fly(&store, batch).await;
-                } // else: dropping the batch tells its callers
-            })
-        });
-        Self::with_flight(flight, QUEUE_LIMIT)
-    }
-
-    pub(crate) fn with_flight(flight: Flight, limit: usize) -> Self {
+    /// Starts the dispatcher on the current tokio runtime; `flight` runs each flight. The
+    /// dispatcher ends when the coalescer (which owns the queue's sender) is dropped.
+    pub fn with_flight(flight: Flight, limit: usize) -> Self {
         let (queue, receiver) = mpsc::unbounded_channel();
         tokio::spawn(dispatch(flight, queue.downgrade(), receiver));
         Coalescer {
@@ -168,11 +110,7 @@ impl Coalescer {
     /// Queues an append and waits for its outcome. Waiting for room in the queue and for a
     /// flight to take the append together last at most `timeout`; once taken, the flight
     /// answers (its connection has its own timeouts).
-    pub(crate) async fn append(
-        &self,
-        append: OwnedAppend,
-        timeout: Duration,
-    ) -> Result<AppendOutcome> {
+    pub async fn append(&self, append: OwnedAppend, timeout: Duration) -> Result<AppendOutcome> {
         let deadline = Instant::now() + timeout;
         let room = match tokio::time::timeout_at(deadline, self.room.clone().acquire_owned()).await
         {
@@ -294,166 +232,10 @@ async fn dispatch(
     }
 }
 
-async fn fly(store: &Store, batch: Vec<Queued>) {
-    if batch.len() > 1 {
-        if let Ok(rows) = store.append_together(&batch).await {
-            for (queued, row) in batch.into_iter().zip(rows) {
-                let outcome = match row {
-                    Some(revision) => Ok(AppendOutcome::Appended(revision)),
-                    None => {
-                        let append = &queued.append;
-                        store
-                            .refused_append(append.key(), append.expected, &append.event())
-                            .await
-                    }
-                };
-                queued.answer(outcome);
-            }
-            return;
-        }
-    }
-    // One append, or a flight that failed as a whole: each alone, concurrently.
-    join_all(batch.into_iter().map(|queued| async move {
-        let append = &queued.append;
-        let outcome = store
-            .append_event(append.key(), append.expected, append.event())
-            .await;
-        queued.answer(outcome);
-    }))
-    .await;
-}
-
-/// The parameters of `SessionSql::append` for one append.
-struct AppendParams<'a> {
-    append: &'a OwnedAppend,
-    event: NewEvent<'a>,
-    session_delta: Option<JsonParam<'a>>,
-    event_json: JsonParam<'a>,
-    app_delta: Option<JsonParam<'a>>,
-    user_delta: Option<JsonParam<'a>>,
-}
-
-impl<'a> AppendParams<'a> {
-    fn of(append: &'a OwnedAppend) -> Self {
-        let event = append.event();
-        AppendParams {
-            append,
-            event,
-            session_delta: event.session_delta.map(JsonParam),
-            event_json: JsonParam(event.event_json),
-            app_delta: event.app_delta.map(JsonParam),
-            user_delta: event.user_delta.map(JsonParam),
-        }
-    }
-
-    fn refs(&self) -> [&dyn Param; 12] {
-        let a = self.append;
-        [
-            &a.app_name,
-            &a.user_id,
-            &a.session_id,
-            &a.expected.revision,
-            &self.session_delta,
-            &self.event.timestamp,
-            &self.event.event_id,
-            &self.event.invocation_id,
-            &self.event_json,
-            &self.app_delta,
-            &self.user_delta,
-            &a.expected.incarnation,
-        ]
-    }
-}
-
-impl Store {
-    /// Runs a flight in one transaction; the revision each append produced, or `None` where
-    /// the session's revision did not match (or the session is gone). `Err` means nothing of
-    /// the flight was committed (or, for a dropped connection, that this is unknown).
-    async fn append_together(&self, batch: &[Queued]) -> Result<Vec<Option<i64>>> {
-        let conn = self.connection().await?;
-        let result = self.pipeline(&conn, batch).await;
-        if let Err(err) = &result {
-            if err.kind == ErrorKind::Connection {
-                let _ = Object::take(conn);
-            }
-        }
-        result
-    }
-
-    async fn pipeline(&self, conn: &Object, batch: &[Queued]) -> Result<Vec<Option<i64>>> {
-        let sql = &self.sql;
-        let on = On::from(conn);
-        let column = |pick: fn(&OwnedAppend) -> &str, with: fn(&OwnedAppend) -> bool| {
-            batch
-                .iter()
-                .map(|q| &q.append)
-                .filter(|a| with(a))
-                .map(pick)
-                .collect::<Vec<&str>>()
-        };
-        let session_apps = column(|a| a.app_name.as_str(), |_| true);
-        let session_users = column(|a| a.user_id.as_str(), |_| true);
-        let session_ids = column(|a| a.session_id.as_str(), |_| true);
-        let app_names = column(|a| a.app_name.as_str(), |a| a.app_delta.is_some());
-        let user_apps = column(|a| a.app_name.as_str(), |a| a.user_delta.is_some());
-        let user_ids = column(|a| a.user_id.as_str(), |a| a.user_delta.is_some());
-
-        let params: Vec<AppendParams<'_>> =
-            batch.iter().map(|q| AppendParams::of(&q.append)).collect();
-
-        // Made ready before the pipeline (prepared, in cached mode: a cache hit after the
-        // first flight on a connection), so that each step below is sent on its first poll.
-        let statements = self.statements();
-        let append = statements.ready(on, &sql.append, &params[0].refs()).await?;
-        let lock_sessions = statements
-            .ready(
-                on,
-                &sql.lock_sessions,
-                &[&session_apps, &session_users, &session_ids],
-            )
-            .await?;
-        let lock_apps = statements
-            .ready(on, &sql.lock_app_states, &[&app_names])
-            .await?;
-        let lock_users = statements
-            .ready(on, &sql.lock_user_states, &[&user_apps, &user_ids])
-            .await?;
-
-        let mut steps: Vec<Step<'_>> = vec![on.simple("BEGIN")];
-        steps.push(lock_sessions.step(on, vec![&session_apps, &session_users, &session_ids]));
-        if !app_names.is_empty() {
-            steps.push(lock_apps.step(on, vec![&app_names]));
-        }
-        if !user_ids.is_empty() {
-            steps.push(lock_users.step(on, vec![&user_apps, &user_ids]));
-        }
-        let first_append = steps.len();
-        for args in &params {
-            steps.push(append.step(on, args.refs().to_vec()));
-        }
-        steps.push(on.simple("COMMIT"));
-        let commit_step = steps.len() - 1;
-
-        let mut results = in_order(steps).await;
-        // After an error PostgreSQL fails the rest and answers COMMIT with ROLLBACK, so any
-        // error means nothing was committed (or, for a connection lost during COMMIT, that
-        // this is unknown — the appends re-run alone then recognise their own event ids).
-        if let Some(position) = results.iter().position(|r| r.is_err()) {
-            return Err(results.swap_remove(position).unwrap_err());
-        }
-        Ok(results
-            .drain(first_append..commit_step)
-            .map(|rows| {
-                rows.ok()
-                    .and_then(|rows| rows.first().map(|row| row.get::<_, i64>(0)))
-            })
-            .collect())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sessions::Expected;
     use std::sync::Mutex;
 
     fn append(app: &str, n: i64) -> OwnedAppend {

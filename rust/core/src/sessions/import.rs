@@ -9,10 +9,10 @@
 //! last update is later than the stored one); once the target has moved on, its state stays.
 //! App and user state are merged with the target's keys winning over the source's.
 
+use super::Sessions;
 use crate::codec::JsonParam;
 use crate::error::Result;
-use crate::sql::quote_ident;
-use crate::store::Store;
+use crate::ident::quote_ident;
 
 /// An event to copy, as stored by the source.
 #[derive(Debug, Clone)]
@@ -120,15 +120,15 @@ impl TransferSql {
     }
 }
 
-impl Store {
+impl Sessions {
     /// Writes one session (see the module comment) in one transaction.
     pub async fn write_transferred_session(
         &self,
-        sql: &TransferSql,
         session: &TransferSession,
     ) -> Result<TransferOutcome> {
-        let st = self.statements();
-        let mut conn = self.connection().await?;
+        let sql = TransferSql::new(self.db.schema());
+        let st = self.db.statements();
+        let mut conn = self.db.connection().await?;
         let tx = conn.transaction().await?;
         let (app, user, id) = (&session.app_name, &session.user_id, &session.session_id);
 

@@ -1,19 +1,13 @@
-//! The SQL text of every statement, built once per store for its schema.
-//!
-//! Identifiers are never taken from callers except the schema name, which is quoted here;
-//! every value travels as a bind parameter.
+//! The SQL text of every session statement, built once per handle for its schema.
 
-/// Quotes an identifier for PostgreSQL (`"` doubled inside).
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
+use crate::ident::quote_ident;
 
 /// Converts a float epoch parameter to ADK's naive-UTC `timestamp` column type.
 fn ts(param: &str) -> String {
     format!("(to_timestamp({param}::float8) AT TIME ZONE 'UTC')")
 }
 
-/// Every statement the session store runs, with the schema filled in.
+/// Every statement the session operations run, with the schema filled in.
 #[derive(Debug, Clone)]
 pub struct SessionSql {
     /// Indexed by [`SessionSql::create_index`]: which of app/user state get a delta.
@@ -76,35 +70,8 @@ impl SessionSql {
                         "",
                     ), events_where(&s, "e.seq IS NULL", "")],
             ),
-            // App state (kind 0), the user's state (1), the sessions (2) oldest update first.
-            list_user: format!(
-                "SELECT 0::int2 AS kind, NULL::varchar AS user_id, NULL::varchar AS id,
-                        a.state AS data, NULL::int8 AS num, NULL::float8 AS ts,
-                        NULL::timestamp AS ut, NULL::int8 AS inc
-                   FROM {s}.app_states a WHERE a.app_name = $1
-                 UNION ALL
-                 SELECT 1::int2, u.user_id, NULL, u.state, NULL, NULL, NULL, NULL
-                   FROM {s}.user_states u WHERE u.app_name = $1 AND u.user_id = $2
-                 UNION ALL
-                 SELECT 2::int2, s.user_id, s.id, s.state, s.revision, {last_update}, s.update_time,
-                        s.incarnation
-                   FROM {s}.sessions s WHERE s.app_name = $1 AND s.user_id = $2
-                 ORDER BY kind, ut, user_id, id"
-            ),
-            list_app: format!(
-                "SELECT 0::int2 AS kind, NULL::varchar AS user_id, NULL::varchar AS id,
-                        a.state AS data, NULL::int8 AS num, NULL::float8 AS ts,
-                        NULL::timestamp AS ut, NULL::int8 AS inc
-                   FROM {s}.app_states a WHERE a.app_name = $1
-                 UNION ALL
-                 SELECT 1::int2, u.user_id, NULL, u.state, NULL, NULL, NULL, NULL
-                   FROM {s}.user_states u WHERE u.app_name = $1
-                 UNION ALL
-                 SELECT 2::int2, s.user_id, s.id, s.state, s.revision, {last_update}, s.update_time,
-                        s.incarnation
-                   FROM {s}.sessions s WHERE s.app_name = $1
-                 ORDER BY kind, ut, user_id, id"
-            ),
+            list_user: list_sql(&s, " AND {t}.user_id = $2"),
+            list_app: list_sql(&s, ""),
             // Events go with the session through the foreign key's ON DELETE CASCADE.
             delete: format!(
                 "DELETE FROM {s}.sessions WHERE app_name = $1 AND user_id = $2 AND id = $3
@@ -190,6 +157,31 @@ impl SessionSql {
             ),
         }
     }
+}
+
+/// `list_sessions` in one statement: app state (kind 0), each listed user's state (1), the
+/// sessions (2) oldest update first. `user_filter` narrows to one user (`$2`); `{t}` in it
+/// stands for the table alias.
+fn list_sql(s: &str, user_filter: &str) -> String {
+    let last_update = "COALESCE(s.update_ts, extract(epoch FROM s.update_time)::float8)";
+    let (users, sessions) = (
+        user_filter.replace("{t}", "u"),
+        user_filter.replace("{t}", "s"),
+    );
+    format!(
+        "SELECT 0::int2 AS kind, NULL::varchar AS user_id, NULL::varchar AS id,
+                a.state AS data, NULL::int8 AS num, NULL::float8 AS ts,
+                NULL::timestamp AS ut, NULL::int8 AS inc
+           FROM {s}.app_states a WHERE a.app_name = $1
+         UNION ALL
+         SELECT 1::int2, u.user_id, NULL, u.state, NULL, NULL, NULL, NULL
+           FROM {s}.user_states u WHERE u.app_name = $1{users}
+         UNION ALL
+         SELECT 2::int2, s.user_id, s.id, s.state, s.revision, {last_update}, s.update_time,
+                s.incarnation
+           FROM {s}.sessions s WHERE s.app_name = $1{sessions}
+         ORDER BY kind, ut, user_id, id"
+    )
 }
 
 /// Event order, newest first, as the `idx_events_session_order` index stores it: ADK's
@@ -287,12 +279,6 @@ fn create_sql(s: &str, app_delta: bool, user_delta: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quotes_identifiers() {
-        assert_eq!(quote_ident("public"), "\"public\"");
-        assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
-    }
 
     #[test]
     fn statements_use_the_quoted_schema_everywhere() {

@@ -1,0 +1,65 @@
+//! Creating and deleting sessions: one statement each.
+
+use super::read::json_opt;
+use super::sql::SessionSql;
+use super::{Created, SessionKey, Sessions};
+use crate::codec::JsonParam;
+use crate::db::Retry;
+use crate::error::Result;
+
+impl Sessions {
+    /// Creates a session with its initial state; `None` if the id already exists.
+    pub async fn create_session(
+        &self,
+        key: SessionKey<'_>,
+        state: &[u8],
+        app_delta: Option<&[u8]>,
+        user_delta: Option<&[u8]>,
+        create_time: f64,
+    ) -> Result<Option<Created>> {
+        let sql =
+            &self.sql.create[SessionSql::create_index(app_delta.is_some(), user_delta.is_some())];
+        let empty = JsonParam(b"{}");
+        let app = app_delta.map_or(empty, JsonParam);
+        let user = user_delta.map_or(empty, JsonParam);
+        // Not repeated on a connection failure: a create that committed would look like a
+        // duplicate id the second time.
+        let row = self
+            .db
+            .fetch_opt(
+                sql,
+                &[
+                    &key.app_name,
+                    &key.user_id,
+                    &key.session_id,
+                    &JsonParam(state),
+                    &create_time,
+                    &app,
+                    &user,
+                ],
+                Retry::No,
+            )
+            .await?
+            .expect("a SELECT without FROM returns one row");
+        let revision: Option<i64> = row.get(0);
+        Ok(revision.map(|revision| Created {
+            revision,
+            incarnation: row.get(1),
+            app_state: json_opt(&row, 2),
+            user_state: json_opt(&row, 3),
+        }))
+    }
+
+    /// Deletes a session and its events; deleting a missing session is not an error.
+    pub async fn delete_session(&self, key: SessionKey<'_>) -> Result<bool> {
+        let deleted = self
+            .db
+            .fetch(
+                &self.sql.delete,
+                &[&key.app_name, &key.user_id, &key.session_id],
+                Retry::Yes,
+            )
+            .await?;
+        Ok(!deleted.is_empty())
+    }
+}

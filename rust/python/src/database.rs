@@ -1,0 +1,94 @@
+//! `adk_postgres._native.Database`: one pool on one schema (`adk_postgres_core::db`), the
+//! handle the service classes are built from.
+
+use std::sync::Arc;
+
+use adk_postgres_core::db::Database;
+use adk_postgres_core::{StoreConfig, StoreOptions};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::call::{seconds, to_py};
+use crate::errors::to_pyerr;
+
+#[pyclass(module = "adk_postgres._native", name = "Database", frozen)]
+pub struct PyDatabase {
+    pub(crate) inner: Arc<Database>,
+}
+
+#[pymethods]
+impl PyDatabase {
+    #[new]
+    #[pyo3(signature = (url, *, schema, pool_size, connect_timeout, acquire_timeout, statement_cache, application_name, coalesce_appends=true))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        url: &str,
+        schema: String,
+        pool_size: usize,
+        connect_timeout: f64,
+        acquire_timeout: f64,
+        statement_cache: bool,
+        application_name: Option<String>,
+        coalesce_appends: bool,
+    ) -> PyResult<Self> {
+        let options = StoreOptions {
+            pool_size,
+            connect_timeout: seconds("connect_timeout", connect_timeout)?,
+            acquire_timeout: seconds("acquire_timeout", acquire_timeout)?,
+            statement_cache,
+            coalesce_appends,
+            schema,
+            application_name,
+        };
+        let config = StoreConfig::parse(url, options).map_err(to_pyerr)?;
+        // The pool needs the runtime's context to be created.
+        let runtime = crate::runtime::runtime();
+        let _guard = runtime.enter();
+        let database = Database::new(config).map_err(to_pyerr)?;
+        Ok(PyDatabase {
+            inner: Arc::new(database),
+        })
+    }
+
+    /// Host, port, database, user and schema; never the password.
+    fn describe(&self) -> String {
+        self.inner.config().describe()
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+
+    fn close(&self) {
+        self.inner.close();
+    }
+
+    /// Raises ProcessForkedError when called in a process other than the creator.
+    fn check_process(&self) -> PyResult<()> {
+        self.inner.check_process().map_err(to_pyerr)
+    }
+
+    fn pool_status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.inner.pool_status();
+        let d = PyDict::new(py);
+        d.set_item("max_size", s.max_size)?;
+        d.set_item("size", s.size)?;
+        d.set_item("available", s.available)?;
+        d.set_item("waiting", s.waiting)?;
+        Ok(d)
+    }
+
+    /// Applies pending migrations (once per handle); resolves to the schema version.
+    fn migrate<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.inner.check_process().map_err(to_pyerr)?;
+        let db = self.inner.clone();
+        crate::runtime::spawn(py, async move { db.migrate().await }, to_py)
+    }
+}
+
+impl PyDatabase {
+    pub(crate) fn handle(database: &Bound<'_, PyDatabase>) -> Arc<Database> {
+        database.get().inner.clone()
+    }
+}

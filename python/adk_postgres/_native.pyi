@@ -54,6 +54,7 @@ class Database:
         statement_cache: bool,
         application_name: str | None,
         coalesce_appends: bool = True,
+        failover_timeout: float = 0.0,
     ) -> None: ...
     def describe(self) -> str: ...
     @property

@@ -41,27 +41,39 @@ def resolve_uri(uri: str | None) -> str | None:
 #: Options a URL may carry in its query string besides libpq's: they describe the path to the
 #: server (a pooler in between), so they belong with the URL (``DATABASE_URL``, ADK's
 #: ``--session_service_uri``) as much as with the code.
-URL_OPTIONS = ("statement_cache", "coalesce_appends")
+URL_OPTIONS = ("statement_cache", "coalesce_appends", "failover_timeout")
 
 _TRUE, _FALSE = ("1", "true", "on", "yes"), ("0", "false", "off", "no")
 
 
-def split_url_options(url: str) -> tuple[str, dict[str, bool]]:
+def _url_option(key: str, value: str) -> bool | float:
+    if key == "failover_timeout":
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = -1.0
+        if not seconds >= 0:  # also refuses NaN
+            raise ConfigurationError(f"URL option {key}={value!r}: use a number of seconds >= 0")
+        return seconds
+    word = value.strip().lower()
+    if word not in _TRUE + _FALSE:
+        raise ConfigurationError(
+            f"URL option {key}={value!r}: use true or false (1/0, on/off, yes/no)"
+        )
+    return word in _TRUE
+
+
+def split_url_options(url: str) -> tuple[str, dict[str, bool | float]]:
     """The URL without our options, and those options. Only ``postgresql://`` URLs carry
     them (a ``key=value`` connection string goes to libpq as it is)."""
     parts = urlsplit(url)
     if "://" not in url or not parts.query:
         return url, {}
     query = parse_qsl(parts.query, keep_blank_values=True)
-    options: dict[str, bool] = {}
+    options: dict[str, bool | float] = {}
     for key, value in query:
         if key in URL_OPTIONS:
-            word = value.strip().lower()
-            if word not in _TRUE + _FALSE:
-                raise ConfigurationError(
-                    f"URL option {key}={value!r}: use true or false (1/0, on/off, yes/no)"
-                )
-            options[key] = word in _TRUE
+            options[key] = _url_option(key, value)
     if not options:
         return url, {}
     rest = urlencode([(k, v) for k, v in query if k not in URL_OPTIONS])
@@ -85,9 +97,14 @@ class Database:
         coalesce_appends: let concurrent appends share one transaction and commit (each still
             durable before it returns; default on). Turn off behind a pooler that forbids
             multi-statement transactions (PgBouncer in statement mode).
+        failover_timeout: seconds a call that lost its connection (or met a read-only
+            standby) waits for a writable node and tries again there, instead of failing:
+            set it above your cluster's failover time (Patroni: ``ttl`` + a few seconds).
+            Default 0: errors reach the caller at once.
 
-    ``statement_cache`` and ``coalesce_appends`` may also come from the URL's query string
-    (``postgresql://…:6432/db?statement_cache=false``); an argument given here wins.
+    ``statement_cache``, ``coalesce_appends`` and ``failover_timeout`` may also come from the
+    URL's query string (``postgresql://…:6432/db?statement_cache=false``); an argument given
+    here wins.
 
     Construction is synchronous and does not connect.
     """
@@ -103,19 +120,22 @@ class Database:
         statement_cache: bool | None = None,
         application_name: str | None = "adk-postgres",
         coalesce_appends: bool | None = None,
+        failover_timeout: float | None = None,
     ) -> None:
         if not isinstance(schema, str):
             raise ConfigurationError(f"schema must be a str, got {type(schema).__name__}")
         # Checked here too: with no URL the store is built only after the embedded server starts.
         check_schema_name(schema)
         url = resolve_uri(uri)
-        url_options: dict[str, bool] = {}
+        url_options: dict[str, bool | float] = {}
         if url is not None:
             url, url_options = split_url_options(url)
         if statement_cache is None:
-            statement_cache = url_options.get("statement_cache", True)
+            statement_cache = bool(url_options.get("statement_cache", True))
         if coalesce_appends is None:
-            coalesce_appends = url_options.get("coalesce_appends", True)
+            coalesce_appends = bool(url_options.get("coalesce_appends", True))
+        if failover_timeout is None:
+            failover_timeout = float(url_options.get("failover_timeout", 0.0))
         self._options = {
             "schema": schema,
             "pool_size": pool_size,
@@ -124,6 +144,7 @@ class Database:
             "statement_cache": statement_cache,
             "application_name": application_name,
             "coalesce_appends": coalesce_appends,
+            "failover_timeout": failover_timeout,
         }
         self._closed = False
         self._store: NativeDatabase | None = None

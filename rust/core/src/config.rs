@@ -37,6 +37,9 @@ pub struct StoreOptions {
     pub coalesce_appends: bool,
     pub schema: String,
     pub application_name: Option<String>,
+    /// How long a call that lost its connection (or met a read-only standby) waits for a
+    /// writable node and tries again; zero: not at all (see `failover.rs`).
+    pub failover_timeout: Duration,
 }
 
 impl Default for StoreOptions {
@@ -49,6 +52,7 @@ impl Default for StoreOptions {
             coalesce_appends: true,
             schema: "public".to_string(),
             application_name: Some("adk-postgres".to_string()),
+            failover_timeout: Duration::ZERO,
         }
     }
 }

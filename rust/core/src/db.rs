@@ -13,6 +13,7 @@ use tokio_postgres::Row;
 
 use crate::config::StoreConfig;
 use crate::error::{ErrorKind, Result, StoreError};
+use crate::failover::{is_lost, Failover};
 use crate::migrations;
 use crate::pool::{self, PoolStatus};
 use crate::statement::{Param, Statements};
@@ -110,30 +111,52 @@ impl Database {
         pool::acquire(&self.pool, || self.config.describe()).await
     }
 
-    /// A pooled connection to a migrated schema.
+    /// A pooled connection to a migrated schema, waiting out a failover (see `failover.rs`).
     pub async fn connection(&self) -> Result<Object> {
-        self.check_process()?;
-        if self.migrated.get().is_none() {
-            self.migrate().await?;
+        self.connection_riding(&mut self.failover()).await
+    }
+
+    /// The failover state of a new call.
+    pub fn failover(&self) -> Failover {
+        Failover::new(self.config.options.failover_timeout)
+    }
+
+    async fn connection_riding(&self, failover: &mut Failover) -> Result<Object> {
+        loop {
+            let attempt = async {
+                self.check_process()?;
+                if self.migrated.get().is_none() {
+                    self.migrate().await?;
+                }
+                self.connection_unmigrated().await
+            };
+            match attempt.await {
+                Err(err) if is_lost(&err) => failover.pause(err).await?,
+                other => return other,
+            }
         }
-        self.connection_unmigrated().await
     }
 
     /// Runs one statement on a pooled connection. A connection found broken (the server
-    /// restarted or terminated it) is dropped from the pool rather than handed out again; if
-    /// `retry` allows it — the statement is safe to repeat — it runs again on another
-    /// connection. Every pooled connection may have been broken at once (a server restart), so
-    /// this goes on until a freshly opened one answers; failing to open one ends it.
+    /// restarted or terminated it) or read-only (a standby) is dropped from the pool rather
+    /// than handed out again; if `retry` allows it — the statement is safe to repeat — it runs
+    /// again on another connection: at once while pooled connections may all have been broken
+    /// together (a server restart), then after pauses while a failover lasts.
     pub async fn fetch(&self, sql: &str, params: &[&dyn Param], retry: Retry) -> Result<Vec<Row>> {
-        let mut attempts_left = self.config.options.pool_size + 1;
+        let mut failover = self.failover();
+        let mut broken_pooled = self.config.options.pool_size + 1;
         loop {
-            let conn = self.connection().await?;
+            let conn = self.connection_riding(&mut failover).await?;
             match self.statements().query(&conn, sql, params).await {
-                Err(err) if err.kind == ErrorKind::Connection => {
+                Err(err) if is_lost(&err) => {
                     let _ = Object::take(conn);
-                    attempts_left -= 1;
-                    if retry == Retry::No || attempts_left == 0 {
+                    if retry == Retry::No {
                         return Err(err);
+                    }
+                    if broken_pooled > 0 {
+                        broken_pooled -= 1;
+                    } else {
+                        failover.pause(err).await?;
                     }
                 }
                 other => return other,

@@ -16,6 +16,7 @@
 //! * [`tls`] — rustls connector for `sslmode`
 //! * [`pool`] — deadpool-postgres pool, acquire errors
 //! * [`db`] — the handle: pool, migrations on first use, retry on a broken connection
+//! * [`failover`] — waiting for a writable node after a lost connection
 //! * [`migrations`] — versioned SQL, applied under an advisory lock
 //! * [`statement`] — typed parameters; statements prepared and cached, or sent unnamed
 //! * [`ident`] — quoting the schema name into SQL text
@@ -28,6 +29,7 @@ pub mod codec;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod failover;
 pub mod ident;
 pub mod memory;
 pub mod migrations;

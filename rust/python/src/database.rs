@@ -19,7 +19,7 @@ pub struct PyDatabase {
 #[pymethods]
 impl PyDatabase {
     #[new]
-    #[pyo3(signature = (url, *, schema, pool_size, connect_timeout, acquire_timeout, statement_cache, application_name, coalesce_appends=true))]
+    #[pyo3(signature = (url, *, schema, pool_size, connect_timeout, acquire_timeout, statement_cache, application_name, coalesce_appends=true, failover_timeout=0.0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         url: &str,
@@ -30,6 +30,7 @@ impl PyDatabase {
         statement_cache: bool,
         application_name: Option<String>,
         coalesce_appends: bool,
+        failover_timeout: f64,
     ) -> PyResult<Self> {
         let options = StoreOptions {
             pool_size,
@@ -39,6 +40,7 @@ impl PyDatabase {
             coalesce_appends,
             schema,
             application_name,
+            failover_timeout: seconds("failover_timeout", failover_timeout)?,
         };
         let config = StoreConfig::parse(url, options).map_err(to_pyerr)?;
         // The pool needs the runtime's context to be created.

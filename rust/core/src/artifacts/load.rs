@@ -10,7 +10,8 @@ use super::{
 };
 use crate::codec::JsonText;
 use crate::db::Retry;
-use crate::error::{ErrorKind, Result};
+use crate::error::Result;
+use crate::failover::is_lost;
 
 impl Artifacts {
     /// Reads a version (the latest when `version` is `None`) with its payload when small.
@@ -84,9 +85,16 @@ impl Artifacts {
             self.db.check_process()?;
             return read_content_file(self.dir_for_reading()?, sha256, out).await;
         }
-        match self.read_chunks(sha256, out).await {
-            Err(e) if e.kind == ErrorKind::Connection => self.read_chunks(sha256, out).await,
-            other => other,
+        // A read cut short by a lost connection starts again on a new one: at once (pooled
+        // connections may all be broken), then as long as a failover lasts.
+        let mut failover = self.db.failover();
+        let mut again_at_once = true;
+        loop {
+            match self.read_chunks(sha256, out).await {
+                Err(e) if is_lost(&e) && std::mem::take(&mut again_at_once) => {}
+                Err(e) if is_lost(&e) => failover.pause(e).await?,
+                other => return other,
+            }
         }
     }
 

@@ -12,6 +12,7 @@ use super::{release_on_failure, ArtifactKey, Artifacts, NewVersion, Storage, CHU
 use crate::codec::JsonTextParam;
 use crate::db::Retry;
 use crate::error::{ErrorKind, Result, StoreError};
+use crate::failover::is_lost;
 use crate::statement::Param;
 
 /// The parameters of `ArtifactSql::save`.
@@ -54,8 +55,12 @@ impl Artifacts {
     /// `payload` is the content (empty for payload kind 0). Payloads of at most [`CHUNK_SIZE`]
     /// bytes in PostgreSQL take one statement; larger ones stream in chunk rows within one
     /// transaction; with a content directory the file is written (atomically) before the
-    /// version row is inserted. Never retried: a save that committed before its connection
-    /// broke would be stored twice.
+    /// version row is inserted.
+    ///
+    /// Not simply repeated after a lost connection: a save that committed before its answer
+    /// was lost would be stored twice. While a failover is ridden out (`failover.rs`), the next
+    /// attempt first looks for the version the lost one may have stored: same key, content
+    /// and create time.
     pub async fn save_artifact(
         &self,
         key: ArtifactKey<'_>,
@@ -63,6 +68,39 @@ impl Artifacts {
         version: NewVersion<'_>,
     ) -> Result<i64> {
         let sha = sha256(payload);
+        let mut failover = self.db.failover();
+        loop {
+            if failover.waited() {
+                let probe: [&dyn Param; 6] = [
+                    &key.app_name,
+                    &key.user_id,
+                    &key.session_id,
+                    &key.filename,
+                    &&sha[..],
+                    &version.create_time,
+                ];
+                let found = self
+                    .db
+                    .fetch_opt(&self.sql.saved_version, &probe, Retry::Yes);
+                if let Some(row) = found.await? {
+                    return Ok(row.get(0));
+                }
+            }
+            match self.save_once(key, payload, &sha, version).await {
+                Err(err) if is_lost(&err) => failover.pause(err).await?,
+                other => return other,
+            }
+        }
+    }
+
+    async fn save_once(
+        &self,
+        key: ArtifactKey<'_>,
+        payload: &[u8],
+        sha: &[u8; 32],
+        version: NewVersion<'_>,
+    ) -> Result<i64> {
+        let sha = *sha;
         let size = payload.len() as i64;
         // Empty payloads (file references, empty text) need no bytes anywhere.
         let storage = if payload.is_empty() {

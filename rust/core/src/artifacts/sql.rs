@@ -12,6 +12,9 @@ pub struct ArtifactSql {
     pub load: String,
     pub read_chunks: String,
     pub version_info: String,
+    /// A version of the key with this content ($5) and create time ($6): found after a save
+    /// whose answer was lost, it is that save's.
+    pub saved_version: String,
     pub list_versions: String,
     pub list_keys: String,
     pub delete: String,
@@ -98,6 +101,12 @@ impl ArtifactSql {
                 "SELECT version, mime_type, custom_metadata, create_time
                    FROM {s}.artifact_versions
                   WHERE {key} AND ($5::int8 IS NULL OR version = $5::int8)
+                  ORDER BY version DESC
+                  LIMIT 1"
+            ),
+            saved_version: format!(
+                "SELECT version FROM {s}.artifact_versions
+                  WHERE {key} AND content_sha256 = $5 AND create_time = $6::float8
                   ORDER BY version DESC
                   LIMIT 1"
             ),

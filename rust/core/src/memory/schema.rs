@@ -6,6 +6,7 @@
 use super::{Capabilities, Memory, HNSW_MAX_DIM};
 use crate::db::Database;
 use crate::error::{ErrorKind, Result, StoreError};
+use crate::failover::is_lost;
 use crate::ident::quote_ident;
 use crate::statement::On;
 
@@ -22,7 +23,17 @@ impl Memory {
     pub(super) async fn prepared(&self) -> Result<&Prepared> {
         self.prepared
             .get_or_try_init(|| async {
-                let caps = self.ensure().await?;
+                // The ensure step is idempotent: after a lost connection it runs again (at
+                // once, then while a failover lasts); the transaction it was in rolled back.
+                let mut failover = self.db.failover();
+                let mut again_at_once = true;
+                let caps = loop {
+                    match self.ensure().await {
+                        Err(err) if is_lost(&err) && std::mem::take(&mut again_at_once) => {}
+                        Err(err) if is_lost(&err) => failover.pause(err).await?,
+                        other => break other?,
+                    }
+                };
                 for note in &caps.notes {
                     self.note(note.clone());
                 }

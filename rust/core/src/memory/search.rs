@@ -8,7 +8,8 @@ use super::vector::{check_vector, VectorParam};
 use super::{Capabilities, Memory, MemoryHit, MemoryQuery, RRF_K};
 use crate::codec::JsonText;
 use crate::db::Retry;
-use crate::error::{ErrorKind, Result, StoreError};
+use crate::error::{Result, StoreError};
+use crate::failover::is_lost;
 use crate::ident::quote_ident;
 use crate::statement::{in_order, On, Param, WithType};
 
@@ -191,7 +192,7 @@ impl Memory {
     /// Runs a vector search with pgvector's iterative HNSW scan switched on (so filtering by
     /// app and user cannot starve the index scan of results) for its transaction only — a
     /// setting on the session would outlive the call on a pooled or PgBouncer-shared
-    /// connection — pipelined: one round trip. Retried once on a broken connection.
+    /// connection — pipelined: one round trip. Retried on a lost connection like `fetch`.
     async fn fetch_vector_search(
         &self,
         sql: &str,
@@ -202,7 +203,8 @@ impl Memory {
         let setup = "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),
                             set_config('hnsw.ef_search', $1::text, true)";
         let statements = self.db.statements();
-        let mut attempt = 0;
+        let mut failover = self.db.failover();
+        let mut again_at_once = true;
         loop {
             let conn: Object = self.db.connection().await?;
             let on = On::from(&conn);
@@ -224,11 +226,10 @@ impl Memory {
             }
             .await;
             match result {
-                Err(err) if err.kind == ErrorKind::Connection => {
+                Err(err) if is_lost(&err) => {
                     let _ = Object::take(conn);
-                    attempt += 1;
-                    if attempt > 1 {
-                        return Err(err);
+                    if !std::mem::take(&mut again_at_once) {
+                        failover.pause(err).await?;
                     }
                 }
                 other => return other,

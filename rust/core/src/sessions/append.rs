@@ -31,8 +31,11 @@ impl Sessions {
                 .await;
         }
         let coalescer = self.coalescer.get_or_init(|| self.start_coalescer());
+        // Queued as long as a connection could take to come free — plus a failover, during
+        // which the flight ahead may be waiting for a writable node.
+        let options = &self.db.config().options;
         coalescer
-            .append(append, self.db.config().options.acquire_timeout)
+            .append(append, options.acquire_timeout + options.failover_timeout)
             .await
     }
 

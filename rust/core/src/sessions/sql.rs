@@ -32,6 +32,9 @@ pub struct SessionSql {
     pub lock_app_states: String,
     pub lock_user_states: String,
     pub revision_probe: String,
+    /// After a create whose answer was lost: is the stored session the one this create made
+    /// ($4 state, $5 create time), with the app/user state it returned.
+    pub create_probe: String,
     pub get_user_state: String,
 }
 
@@ -151,6 +154,15 @@ impl SessionSql {
                           LIMIT 1)
                    FROM {s}.sessions s
                   WHERE s.app_name = $1 AND s.user_id = $2 AND s.id = $3"
+            ),
+            create_probe: format!(
+                "SELECT s.incarnation,
+                        (SELECT a.state FROM {s}.app_states a WHERE a.app_name = $1),
+                        (SELECT u.state FROM {s}.user_states u
+                          WHERE u.app_name = $1 AND u.user_id = $2)
+                   FROM {s}.sessions s
+                  WHERE s.app_name = $1 AND s.user_id = $2 AND s.id = $3 AND s.revision = 0
+                    AND s.update_ts = $5::float8 AND s.state = $4::jsonb"
             ),
             get_user_state: format!(
                 "SELECT state FROM {s}.user_states WHERE app_name = $1 AND user_id = $2"

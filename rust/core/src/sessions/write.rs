@@ -6,6 +6,8 @@ use super::{Created, SessionKey, Sessions};
 use crate::codec::JsonParam;
 use crate::db::Retry;
 use crate::error::Result;
+use crate::failover::is_lost;
+use crate::statement::Param;
 
 impl Sessions {
     /// Creates a session with its initial state; `None` if the id already exists.
@@ -22,32 +24,49 @@ impl Sessions {
         let empty = JsonParam(b"{}");
         let app = app_delta.map_or(empty, JsonParam);
         let user = user_delta.map_or(empty, JsonParam);
-        // Not repeated on a connection failure: a create that committed would look like a
-        // duplicate id the second time.
-        let row = self
-            .db
-            .fetch_opt(
-                sql,
-                &[
-                    &key.app_name,
-                    &key.user_id,
-                    &key.session_id,
-                    &JsonParam(state),
-                    &create_time,
-                    &app,
-                    &user,
-                ],
-                Retry::No,
-            )
-            .await?
-            .expect("a SELECT without FROM returns one row");
-        let revision: Option<i64> = row.get(0);
-        Ok(revision.map(|revision| Created {
-            revision,
-            incarnation: row.get(1),
-            app_state: json_opt(&row, 2),
-            user_state: json_opt(&row, 3),
-        }))
+        let params: [&dyn Param; 7] = [
+            &key.app_name,
+            &key.user_id,
+            &key.session_id,
+            &JsonParam(state),
+            &create_time,
+            &app,
+            &user,
+        ];
+        // Not simply repeated after a lost connection: a create that committed would look like
+        // a duplicate id the second time. While a failover is ridden out, the next attempt
+        // first asks whether the stored session is the one the lost attempt made.
+        let mut failover = self.db.failover();
+        loop {
+            if failover.waited() {
+                if let Some(row) = self
+                    .db
+                    .fetch_opt(&self.sql.create_probe, &params[..5], Retry::Yes)
+                    .await?
+                {
+                    return Ok(Some(Created {
+                        revision: 0,
+                        incarnation: row.get(0),
+                        app_state: json_opt(&row, 1),
+                        user_state: json_opt(&row, 2),
+                    }));
+                }
+            }
+            let row = match self.db.fetch_opt(sql, &params, Retry::No).await {
+                Err(err) if is_lost(&err) => {
+                    failover.pause(err).await?;
+                    continue;
+                }
+                other => other?.expect("a SELECT without FROM returns one row"),
+            };
+            let revision: Option<i64> = row.get(0);
+            return Ok(revision.map(|revision| Created {
+                revision,
+                incarnation: row.get(1),
+                app_state: json_opt(&row, 2),
+                user_state: json_opt(&row, 3),
+            }));
+        }
     }
 
     /// Deletes a session and its events; deleting a missing session is not an error.

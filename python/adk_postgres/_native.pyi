@@ -37,8 +37,12 @@ SessionKey = tuple[str, str, str]
 # (app_name, user_id, session_id, filename); session_id "" for user-scoped artifacts
 ArtifactKey = tuple[str, str, str, str]
 
-# (state, revision, last_update_time, app_state, user_state, events, incarnation, unsequenced)
-SessionRow = tuple[bytes, int, float, bytes | None, bytes | None, list[bytes], int, bool]
+# (state, revision, last_update_time, app_state, user_state, events, incarnation, unsequenced,
+#  head: id of the event stored at revision if returned, anchor: get_session_since only, id of
+#  the event stored at the revision asked for)
+SessionRow = tuple[
+    bytes, int, float, bytes | None, bytes | None, list[bytes], int, bool, str | None, str | None
+]
 
 class Database:
     """A pooled PostgreSQL connection on one schema. Construction does not connect."""
@@ -55,6 +59,8 @@ class Database:
         application_name: str | None,
         coalesce_appends: bool = True,
         failover_timeout: float = 0.0,
+        response_timeout: float | None = None,
+        read_url: str | None = None,
     ) -> None: ...
     def describe(self) -> str: ...
     @property

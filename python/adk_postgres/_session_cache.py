@@ -33,6 +33,9 @@ class CachedHistory:
 
     incarnation: int
     revision: int
+    # The id of the event stored at `revision` (None if unknown, e.g. read without it): a
+    # refresh checks the stored history still has it there.
+    head: str | None = None
     events: tuple[Event, ...] = ()
     # Event JSON appended by this process, decoded on the next read: readers get the stored
     # form (what a cold read returns), not the caller's objects.
@@ -42,24 +45,27 @@ class CachedHistory:
     # after_timestamp): such an entry answers reads that need no more than that suffix.
     complete: bool = True
 
-    def advanced(self, revision: int, new_events: list[bytes]) -> CachedHistory:
-        """This history with ``new_events`` (stored after ``self.revision``) added, pending
-        appends decoded. The events added are ``result.events[len(self.events):]``."""
+    def advanced(self, revision: int, new_events: list[bytes], head: str | None) -> CachedHistory:
+        """This history with ``new_events`` (stored after ``self.revision``; ``head`` is the id
+        of the one at ``revision``) added, pending appends decoded. The events added are
+        ``result.events[len(self.events):]``."""
         raw = [*self.pending, *new_events]
         events = self.events + tuple(decode_events(raw)) if raw else self.events
         return replace(
             self,
             revision=revision,
+            head=head if revision != self.revision else self.head,
             events=events,
             pending=(),
             size=self.size + sum(map(len, new_events)),
         )
 
-    def appended(self, revision: int, event_json: bytes) -> CachedHistory:
+    def appended(self, revision: int, event_id: str, event_json: bytes) -> CachedHistory:
         """This history with one event this process appended at ``revision``."""
         return replace(
             self,
             revision=revision,
+            head=event_id,
             pending=(*self.pending, event_json),
             size=self.size + len(event_json),
         )

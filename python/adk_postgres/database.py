@@ -41,13 +41,14 @@ def resolve_uri(uri: str | None) -> str | None:
 #: Options a URL may carry in its query string besides libpq's: they describe the path to the
 #: server (a pooler in between), so they belong with the URL (``DATABASE_URL``, ADK's
 #: ``--session_service_uri``) as much as with the code.
-URL_OPTIONS = ("statement_cache", "coalesce_appends", "failover_timeout")
+URL_OPTIONS = ("statement_cache", "coalesce_appends", "failover_timeout", "response_timeout")
+_SECONDS_OPTIONS = ("failover_timeout", "response_timeout")
 
 _TRUE, _FALSE = ("1", "true", "on", "yes"), ("0", "false", "off", "no")
 
 
 def _url_option(key: str, value: str) -> bool | float:
-    if key == "failover_timeout":
+    if key in _SECONDS_OPTIONS:
         try:
             seconds = float(value)
         except ValueError:
@@ -101,10 +102,18 @@ class Database:
             standby) waits for a writable node and tries again there, instead of failing:
             set it above your cluster's failover time (Patroni: ``ttl`` + a few seconds).
             Default 0: errors reach the caller at once.
+        response_timeout: seconds to wait for the server's answer to one statement before
+            giving the connection up as hung (it then counts as lost: with
+            ``failover_timeout`` the call is retried elsewhere). Default ``None``: as long as
+            it takes. Protects against a frozen server that still accepts TCP.
+        read_uri: a URL for reads (a standby, or several with
+            ``target_session_attrs=prefer-standby``): sessions, artifact loads and lists and
+            memory searches go there, and are redone on the primary when the standby has not
+            yet replayed what this process wrote or read (see README, "Read replicas").
 
-    ``statement_cache``, ``coalesce_appends`` and ``failover_timeout`` may also come from the
-    URL's query string (``postgresql://…:6432/db?statement_cache=false``); an argument given
-    here wins.
+    ``statement_cache``, ``coalesce_appends``, ``failover_timeout`` and ``response_timeout``
+    may also come from the URL's query string (``postgresql://…:6432/db?statement_cache=false``);
+    an argument given here wins.
 
     Construction is synchronous and does not connect.
     """
@@ -121,6 +130,8 @@ class Database:
         application_name: str | None = "adk-postgres",
         coalesce_appends: bool | None = None,
         failover_timeout: float | None = None,
+        response_timeout: float | None = None,
+        read_uri: str | None = None,
     ) -> None:
         if not isinstance(schema, str):
             raise ConfigurationError(f"schema must be a str, got {type(schema).__name__}")
@@ -136,6 +147,10 @@ class Database:
             coalesce_appends = bool(url_options.get("coalesce_appends", True))
         if failover_timeout is None:
             failover_timeout = float(url_options.get("failover_timeout", 0.0))
+        if response_timeout is None and "response_timeout" in url_options:
+            response_timeout = float(url_options["response_timeout"])
+        if read_uri is not None:
+            read_uri, _ = split_url_options(read_uri)
         self._options = {
             "schema": schema,
             "pool_size": pool_size,
@@ -145,6 +160,8 @@ class Database:
             "application_name": application_name,
             "coalesce_appends": coalesce_appends,
             "failover_timeout": failover_timeout,
+            "response_timeout": response_timeout,
+            "read_url": read_uri,
         }
         self._closed = False
         self._store: NativeDatabase | None = None

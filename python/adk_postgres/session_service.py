@@ -122,12 +122,17 @@ def _refreshed(cached: CachedHistory, row: SessionRow) -> CachedHistory | None:
     """The cached history brought up to the row's revision (the row holds the events stored
     after ``cached.revision``); ``None`` when it cannot be (the session was re-created, ADK's
     own service wrote events, or history was rewritten)."""
-    _, revision, _, _, _, new_json, incarnation, unsequenced = row
+    _, revision, _, _, _, new_json, incarnation, unsequenced, head, anchor = row
     if incarnation != cached.incarnation or unsequenced or revision < cached.revision:
+        return None
+    # The event stored at the cached revision must still be the one the cache ends with: after
+    # a failover to an asynchronous standby that had not received it, the same revision can be
+    # reached again by other events, and the cache cannot be extended.
+    if cached.revision > 0 and (cached.head is None or anchor != cached.head):
         return None
     if revision == cached.revision and not cached.pending:
         return cached
-    refreshed = cached.advanced(revision, new_json)
+    refreshed = cached.advanced(revision, new_json, head)
     # A cold read orders events by (timestamp, id); events added in revision order match it
     # only if they come in that order. One that does not (a back-dated event) cannot be placed
     # by appending: reload in full.
@@ -252,6 +257,7 @@ class PostgresSessionService(DatabaseBacked, BaseSessionService):
                 CachedHistory(
                     incarnation=row[6],
                     revision=row[1],
+                    head=row[8],
                     events=tuple(events),
                     size=sum(map(len, row[5])),
                     # Fewer events than asked for means there are no more.
@@ -271,7 +277,7 @@ class PostgresSessionService(DatabaseBacked, BaseSessionService):
     def _session_from_row(
         key: tuple[str, str, str], row: SessionRow, events: list[Event]
     ) -> Session:
-        state_json, revision, last_update_time, app_json, user_json, _, incarnation, _ = row
+        state_json, revision, last_update_time, app_json, user_json, _, incarnation = row[:7]
         return _stored_session(
             key,
             merge_state(decode_state(state_json), decode_state(app_json), decode_state(user_json)),
@@ -371,7 +377,7 @@ class PostgresSessionService(DatabaseBacked, BaseSessionService):
         # (at `revision`; whatever others appended after it, this caller has yet to read).
         assert revision is not None
         if outcome == "appended" and incarnation is not None:
-            self._note_append(session, expected, revision, event_json)
+            self._note_append(session, expected, revision, event, event_json)
         session.last_update_time = event.timestamp
         if incarnation is not None:
             session._storage_update_marker = _marker(revision, incarnation)
@@ -380,7 +386,12 @@ class PostgresSessionService(DatabaseBacked, BaseSessionService):
         return self._commit_event_to_session(session, event)
 
     def _note_append(
-        self, session: Session, expected: tuple[int, int | None], revision: int, event_json: bytes
+        self,
+        session: Session,
+        expected: tuple[int, int | None],
+        revision: int,
+        event: Event,
+        event_json: bytes,
     ) -> None:
         """Extend the cached history by the event this process just stored, if the cache
         holds exactly the revision the append extended. Any other entry is left as it is: it
@@ -390,7 +401,7 @@ class PostgresSessionService(DatabaseBacked, BaseSessionService):
         key = (session.app_name, session.user_id, session.id)
         cached = self._cache.get(key)
         if cached is not None and (cached.revision, cached.incarnation) == expected:
-            self._cache.replace(key, cached, cached.appended(revision, event_json))
+            self._cache.replace(key, cached, cached.appended(revision, event.id, event_json))
 
     async def _revision_of_unmarked(self, session: Session) -> tuple[int, int]:
         """ADK's rule for session objects without a marker (built by hand): stale only if the

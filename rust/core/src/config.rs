@@ -40,6 +40,9 @@ pub struct StoreOptions {
     /// How long a call that lost its connection (or met a read-only standby) waits for a
     /// writable node and tries again; zero: not at all (see `failover.rs`).
     pub failover_timeout: Duration,
+    /// How long to wait for the server's answer to a statement before giving its connection
+    /// up as hung (a lost connection then); `None`: as long as it takes.
+    pub response_timeout: Option<Duration>,
 }
 
 impl Default for StoreOptions {
@@ -53,6 +56,7 @@ impl Default for StoreOptions {
             schema: "public".to_string(),
             application_name: Some("adk-postgres".to_string()),
             failover_timeout: Duration::ZERO,
+            response_timeout: None,
         }
     }
 }

@@ -15,8 +15,10 @@
 //! * [`config`] — URL and options → [`config::StoreConfig`]
 //! * [`tls`] — rustls connector for `sslmode`
 //! * [`pool`] — deadpool-postgres pool, acquire errors
+//! * [`connect`] — opening a connection host by host, each within `connect_timeout`
 //! * [`db`] — the handle: pool, migrations on first use, retry on a broken connection
 //! * [`failover`] — waiting for a writable node after a lost connection
+//! * [`replica`] — reads from standbys, never older than what this process wrote or saw
 //! * [`migrations`] — versioned SQL, applied under an advisory lock
 //! * [`statement`] — typed parameters; statements prepared and cached, or sent unnamed
 //! * [`ident`] — quoting the schema name into SQL text
@@ -27,6 +29,7 @@ pub mod admin;
 pub mod artifacts;
 pub mod codec;
 pub mod config;
+pub mod connect;
 pub mod db;
 pub mod error;
 pub mod failover;
@@ -34,6 +37,7 @@ pub mod ident;
 pub mod memory;
 pub mod migrations;
 pub mod pool;
+pub mod replica;
 pub mod sessions;
 pub mod statement;
 pub mod tenancy;

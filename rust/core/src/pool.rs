@@ -4,29 +4,37 @@ use deadpool_postgres::{
     Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime, Timeouts,
 };
 
+use std::time::Duration;
+
 use crate::config::StoreConfig;
+use crate::connect::PerHost;
 use crate::error::{ErrorKind, Result, StoreError};
 use crate::tls::make_connector;
+
+/// Beyond every host's own timeout (see `connect.rs`), before the pool gives up on a connect.
+const CREATE_MARGIN: Duration = Duration::from_secs(1);
 
 /// Builds a pool; no connection is opened until the first acquire.
 pub fn build_pool(config: &StoreConfig) -> Result<Pool> {
     let tls = make_connector(config)?;
-    let manager = Manager::from_config(
+    let options = &config.options;
+    let connect = PerHost::new(&config.pg, tls, options.connect_timeout);
+    let create_timeout = connect.total_timeout() + CREATE_MARGIN;
+    let manager = Manager::from_connect(
         config.pg.clone(),
-        tls,
+        connect,
         // `Fast` skips a test query on every checkout; a broken connection is detected by
         // `is_closed()` and replaced, and a statement on a dropped one fails with a typed error.
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
     );
-    let options = &config.options;
     Pool::builder(manager)
         .max_size(options.pool_size)
         .runtime(Runtime::Tokio1)
         .timeouts(Timeouts {
             wait: Some(options.acquire_timeout),
-            create: Some(options.connect_timeout),
+            create: Some(create_timeout),
             recycle: Some(options.connect_timeout),
         })
         .build()

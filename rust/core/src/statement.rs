@@ -13,6 +13,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::Poll;
+use std::time::Duration;
 
 use deadpool_postgres::{ClientWrapper, StatementCache, Transaction};
 use futures_util::future::{maybe_done, MaybeDone};
@@ -21,7 +22,7 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Row, RowStream, Statement};
 
 use crate::codec::{JsonParam, JsonTextParam};
-use crate::error::Result;
+use crate::error::{ErrorKind, Result, StoreError};
 
 /// A statement parameter and the PostgreSQL type it is sent as.
 pub trait Param: Sync {
@@ -242,10 +243,38 @@ pub async fn in_order<F: Future + Unpin>(steps: Vec<F>) -> Vec<F::Output> {
 #[derive(Debug, Clone, Copy)]
 pub struct Statements {
     pub cached: bool,
+    /// How long to wait for the server's answer before giving the connection up as hung
+    /// (`None`: as long as it takes).
+    pub response_timeout: Option<Duration>,
 }
 
-/// For statements that run rarely (migrations, operations): always unnamed, never cached.
-pub const UNNAMED: Statements = Statements { cached: false };
+/// For statements that run rarely (migrations, operations): always unnamed, never cached, no
+/// response timeout (a migration or a prune batch may take long).
+pub const UNNAMED: Statements = Statements {
+    cached: false,
+    response_timeout: None,
+};
+
+/// `work` within `timeout`; past it, a connection error: the connection is to be given up.
+pub async fn answered<T>(
+    timeout: Option<Duration>,
+    work: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    let Some(timeout) = timeout else {
+        return work.await;
+    };
+    match tokio::time::timeout(timeout, work).await {
+        Ok(result) => result,
+        Err(_) => Err(StoreError::new(
+            ErrorKind::Connection,
+            format!(
+                "no answer from PostgreSQL within response_timeout ({:.1} s): the connection \
+                 is given up as hung (the statement may still run if the server recovers)",
+                timeout.as_secs_f64()
+            ),
+        )),
+    }
+}
 
 impl<'a> On<'a> {
     /// The statement cache to prepare through, if statements are to be cached here.
@@ -257,6 +286,15 @@ impl<'a> On<'a> {
 impl Statements {
     /// Makes `sql` ready to join a pipeline with parameters of the types of `sample`.
     pub async fn ready<'s>(
+        self,
+        on: On<'_>,
+        sql: &'s str,
+        sample: &[&dyn Param],
+    ) -> Result<Ready<'s>> {
+        answered(self.response_timeout, self.ready_now(on, sql, sample)).await
+    }
+
+    async fn ready_now<'s>(
         self,
         on: On<'_>,
         sql: &'s str,
@@ -279,7 +317,19 @@ impl Statements {
         sql: &str,
         params: &[&dyn Param],
     ) -> Result<Vec<Row>> {
-        let on = on.into();
+        answered(
+            self.response_timeout,
+            self.query_now(on.into(), sql, params),
+        )
+        .await
+    }
+
+    /// Runs `steps` in order in one round trip (see [`in_order`]), within the response timeout.
+    pub async fn pipeline<'a>(self, steps: Vec<Step<'a>>) -> Result<Vec<Result<Vec<Row>>>> {
+        answered(self.response_timeout, async { Ok(in_order(steps).await) }).await
+    }
+
+    async fn query_now(self, on: On<'_>, sql: &str, params: &[&dyn Param]) -> Result<Vec<Row>> {
         if let Some(cache) = on.cache_for(self) {
             let types: Vec<Type> = params.iter().map(|p| p.pg_type()).collect();
             let stmt = cache.prepare_typed(on.client, sql, &types).await?;
@@ -292,14 +342,22 @@ impl Statements {
         }
     }
 
-    /// Runs a statement and hands its rows over as the server sends them.
+    /// Runs a statement and hands its rows over as the server sends them (the response
+    /// timeout covers the first answer; the rows are then the caller's to wait for).
     pub async fn stream<'a>(
         self,
         on: impl Into<On<'a>>,
         sql: &str,
         params: &[&dyn Param],
     ) -> Result<RowStream> {
-        let on = on.into();
+        answered(
+            self.response_timeout,
+            self.stream_now(on.into(), sql, params),
+        )
+        .await
+    }
+
+    async fn stream_now(self, on: On<'_>, sql: &str, params: &[&dyn Param]) -> Result<RowStream> {
         let values = params.iter().map(|p| p.as_sql());
         if let Some(cache) = on.cache_for(self) {
             let types: Vec<Type> = params.iter().map(|p| p.pg_type()).collect();
@@ -348,7 +406,14 @@ impl Statements {
         sql: &str,
         params: &[&dyn Param],
     ) -> Result<u64> {
-        let on = on.into();
+        answered(
+            self.response_timeout,
+            self.execute_now(on.into(), sql, params),
+        )
+        .await
+    }
+
+    async fn execute_now(self, on: On<'_>, sql: &str, params: &[&dyn Param]) -> Result<u64> {
         if let Some(cache) = on.cache_for(self) {
             let types: Vec<Type> = params.iter().map(|p| p.pg_type()).collect();
             let stmt = cache.prepare_typed(on.client, sql, &types).await?;

@@ -19,7 +19,7 @@ pub struct PyDatabase {
 #[pymethods]
 impl PyDatabase {
     #[new]
-    #[pyo3(signature = (url, *, schema, pool_size, connect_timeout, acquire_timeout, statement_cache, application_name, coalesce_appends=true, failover_timeout=0.0))]
+    #[pyo3(signature = (url, *, schema, pool_size, connect_timeout, acquire_timeout, statement_cache, application_name, coalesce_appends=true, failover_timeout=0.0, response_timeout=None, read_url=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         url: &str,
@@ -31,6 +31,8 @@ impl PyDatabase {
         application_name: Option<String>,
         coalesce_appends: bool,
         failover_timeout: f64,
+        response_timeout: Option<f64>,
+        read_url: Option<&str>,
     ) -> PyResult<Self> {
         let options = StoreOptions {
             pool_size,
@@ -41,12 +43,19 @@ impl PyDatabase {
             schema,
             application_name,
             failover_timeout: seconds("failover_timeout", failover_timeout)?,
+            response_timeout: response_timeout
+                .map(|s| seconds("response_timeout", s))
+                .transpose()?,
         };
+        let replica = read_url
+            .map(|read_url| StoreConfig::parse(read_url, options.clone()))
+            .transpose()
+            .map_err(to_pyerr)?;
         let config = StoreConfig::parse(url, options).map_err(to_pyerr)?;
-        // The pool needs the runtime's context to be created.
+        // The pools need the runtime's context to be created.
         let runtime = crate::runtime::runtime();
         let _guard = runtime.enter();
-        let database = Database::new(config).map_err(to_pyerr)?;
+        let database = Database::with_replica(config, replica).map_err(to_pyerr)?;
         Ok(PyDatabase {
             inner: Arc::new(database),
         })

@@ -45,7 +45,7 @@ impl Key {
 }
 
 /// `(state, revision, last_update_time, app_state, user_state, events, incarnation,
-/// unsequenced)`
+/// unsequenced, head, anchor)`
 type SessionRow = (
     Bytes,
     i64,
@@ -55,6 +55,8 @@ type SessionRow = (
     Vec<Bytes>,
     i64,
     bool,
+    Option<String>,
+    Option<String>,
 );
 
 fn session_row(data: Option<SessionData>) -> Option<SessionRow> {
@@ -68,6 +70,8 @@ fn session_row(data: Option<SessionData>) -> Option<SessionRow> {
             d.events.into_iter().map(Bytes).collect(),
             d.incarnation,
             d.unsequenced,
+            d.head,
+            d.anchor,
         )
     })
 }

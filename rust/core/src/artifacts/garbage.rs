@@ -20,6 +20,9 @@ impl Artifacts {
                 Retry::Yes,
             )
             .await?;
+        self.db
+            .wrote_scope(&self.positions, (key.app_name, key.user_id))
+            .await;
         if self.content_dir.is_some() {
             self.collect_artifact_garbage().await?;
         }

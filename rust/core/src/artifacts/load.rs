@@ -9,7 +9,6 @@ use super::{
     VersionInfo, CHUNK_SIZE,
 };
 use crate::codec::JsonText;
-use crate::db::Retry;
 use crate::error::Result;
 use crate::failover::is_lost;
 
@@ -23,7 +22,9 @@ impl Artifacts {
         let limit = CHUNK_SIZE as i64;
         let rows = self
             .db
-            .fetch(
+            .read_scope(
+                &self.positions,
+                (key.app_name, key.user_id),
                 &self.sql.load,
                 &[
                     &key.app_name,
@@ -33,7 +34,6 @@ impl Artifacts {
                     &version,
                     &limit,
                 ],
-                Retry::Yes,
             )
             .await?;
         let Some(row) = rows.first() else {
@@ -134,7 +134,9 @@ impl Artifacts {
     ) -> Result<Option<VersionInfo>> {
         let rows = self
             .db
-            .fetch(
+            .read_scope(
+                &self.positions,
+                (key.app_name, key.user_id),
                 &self.sql.version_info,
                 &[
                     &key.app_name,
@@ -143,7 +145,6 @@ impl Artifacts {
                     &key.filename,
                     &version,
                 ],
-                Retry::Yes,
             )
             .await?;
         Ok(rows.first().map(version_info))
@@ -153,10 +154,11 @@ impl Artifacts {
     pub async fn list_artifact_versions(&self, key: ArtifactKey<'_>) -> Result<Vec<VersionInfo>> {
         let rows = self
             .db
-            .fetch(
+            .read_scope(
+                &self.positions,
+                (key.app_name, key.user_id),
                 &self.sql.list_versions,
                 &[&key.app_name, &key.user_id, &key.session_id, &key.filename],
-                Retry::Yes,
             )
             .await?;
         Ok(rows.iter().map(version_info).collect())
@@ -171,10 +173,11 @@ impl Artifacts {
     ) -> Result<Vec<String>> {
         let rows = self
             .db
-            .fetch(
+            .read_scope(
+                &self.positions,
+                (app_name, user_id),
                 &self.sql.list_keys,
                 &[&app_name, &user_id, &session_id],
-                Retry::Yes,
             )
             .await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())

@@ -47,6 +47,7 @@ pub use sql::ArtifactSql;
 use crate::codec::JsonText;
 use crate::db::Database;
 use crate::error::{ErrorKind, Result, StoreError};
+use crate::replica::{ScopePositions, SEEN_LIMIT};
 use crate::statement::Param;
 
 /// Bytes per `artifact_chunks` row, and the largest payload saved or loaded in one statement.
@@ -148,6 +149,8 @@ pub struct Artifacts {
     db: Arc<Database>,
     sql: ArtifactSql,
     content_dir: Option<PathBuf>,
+    /// With a replica: per (app, user), the log position reads must see (`replica.rs`).
+    positions: ScopePositions,
 }
 
 impl Artifacts {
@@ -158,6 +161,7 @@ impl Artifacts {
             db,
             sql,
             content_dir,
+            positions: ScopePositions::new(SEEN_LIMIT),
         }
     }
 

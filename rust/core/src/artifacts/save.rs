@@ -83,12 +83,19 @@ impl Artifacts {
                     .db
                     .fetch_opt(&self.sql.saved_version, &probe, Retry::Yes);
                 if let Some(row) = found.await? {
+                    let scope = (key.app_name, key.user_id);
+                    self.db.wrote_scope(&self.positions, scope).await;
                     return Ok(row.get(0));
                 }
             }
             match self.save_once(key, payload, &sha, version).await {
                 Err(err) if is_lost(&err) => failover.pause(err).await?,
-                other => return other,
+                other => {
+                    let saved = other?;
+                    let scope = (key.app_name, key.user_id);
+                    self.db.wrote_scope(&self.positions, scope).await;
+                    return Ok(saved);
+                }
             }
         }
     }

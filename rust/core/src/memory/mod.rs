@@ -52,6 +52,7 @@ pub use vector::{check_vector, encode_vector, VectorParam};
 
 use crate::db::Database;
 use crate::error::Result;
+use crate::replica::{ScopePositions, SEEN_LIMIT};
 
 /// Reciprocal rank fusion constant (the usual 60).
 pub const RRF_K: i32 = 60;
@@ -201,6 +202,8 @@ pub struct Memory {
     prepared: OnceCell<schema::Prepared>,
     hnsw_dims: Mutex<HashSet<i32>>,
     notes: Mutex<Vec<String>>,
+    /// With a replica: per (app, user), the log position reads must see (`replica.rs`).
+    positions: ScopePositions,
 }
 
 impl Memory {
@@ -212,6 +215,7 @@ impl Memory {
             prepared: OnceCell::new(),
             hnsw_dims: Mutex::new(HashSet::new()),
             notes: Mutex::new(Vec::new()),
+            positions: ScopePositions::new(SEEN_LIMIT),
         }
     }
 

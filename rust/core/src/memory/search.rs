@@ -7,11 +7,11 @@ use tokio_postgres::Row;
 use super::vector::{check_vector, VectorParam};
 use super::{Capabilities, Memory, MemoryHit, MemoryQuery, RRF_K};
 use crate::codec::JsonText;
-use crate::db::Retry;
 use crate::error::{Result, StoreError};
 use crate::failover::is_lost;
 use crate::ident::quote_ident;
-use crate::statement::{in_order, On, Param, WithType};
+use crate::replica::{parse_lsn, POSITION_SQL};
+use crate::statement::{On, Param, WithType};
 
 /// A lexeme as a quoted tsquery operand (quotes and backslashes doubled): SQL over column `l`.
 const QUOTED_LEXEME: &str = r"'''' || replace(replace(l, '\', '\\'), '''', '''''') || ''''";
@@ -176,55 +176,56 @@ impl Memory {
             &cand,
             &self.options.text_search_config,
         ];
+        let scope = (query.app_name, query.user_id);
         let rows = match vector {
-            None => self.db.fetch(&sql, &base, Retry::Yes).await?,
+            None => {
+                self.db
+                    .read_scope(&self.positions, scope, &sql, &base)
+                    .await?
+            }
             Some(v) => {
                 let (vector_type, _) = caps.vector_types().expect("vector_ready");
                 let param = WithType(VectorParam(v), vector_type);
                 let mut params: Vec<&dyn Param> = base.to_vec();
                 params.push(&param);
-                self.fetch_vector_search(&sql, &params, cand).await?
+                self.vector_search(scope, &sql, &params, cand).await?
             }
         };
         Ok(rows.iter().map(hit_from_row).collect())
     }
 
-    /// Runs a vector search with pgvector's iterative HNSW scan switched on (so filtering by
-    /// app and user cannot starve the index scan of results) for its transaction only — a
-    /// setting on the session would outlive the call on a pooled or PgBouncer-shared
-    /// connection — pipelined: one round trip. Retried on a lost connection like `fetch`.
-    async fn fetch_vector_search(
+    /// A vector search: on the replica when there is one and it has replayed what this process
+    /// wrote or saw in the scope (as `Database::read_scope`), else on the primary, retried on a
+    /// lost connection like `fetch`.
+    async fn vector_search(
         &self,
+        (app, user): (&str, &str),
         sql: &str,
         params: &[&dyn Param],
         candidates: i64,
     ) -> Result<Vec<Row>> {
-        let ef_search = candidates.clamp(40, 1000).to_string();
-        let setup = "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),
-                            set_config('hnsw.ef_search', $1::text, true)";
-        let statements = self.db.statements();
+        let positioned = self.db.has_replica();
+        if let Some(conn) = self.db.replica_connection().await? {
+            match self
+                .vector_search_on(&conn, sql, params, candidates, true)
+                .await
+            {
+                Ok((rows, Some(at))) if self.positions.is_current(app, user, at) => {
+                    self.positions.advance(app, user, at);
+                    return Ok(rows);
+                }
+                Err(err) if is_lost(&err) => self.db.replica_failed(Some(conn)),
+                Err(err) => return Err(err),
+                Ok(_) => {} // behind: the primary answers
+            }
+        }
         let mut failover = self.db.failover();
         let mut again_at_once = true;
         loop {
             let conn: Object = self.db.connection().await?;
-            let on = On::from(&conn);
-            let result = async {
-                let setup = statements.ready(on, setup, &[&ef_search]).await?;
-                let search = statements.ready(on, sql, params).await?;
-                let mut results = in_order(vec![
-                    on.simple("BEGIN"),
-                    setup.step(on, vec![&ef_search]),
-                    search.step(on, params.to_vec()),
-                    on.simple("COMMIT"),
-                ])
+            let result = self
+                .vector_search_on(&conn, sql, params, candidates, positioned)
                 .await;
-                // After an error PostgreSQL answers the COMMIT with ROLLBACK: nothing stays open.
-                if let Some(failed) = results.iter().position(|r| r.is_err()) {
-                    return Err(results.swap_remove(failed).unwrap_err());
-                }
-                results.swap_remove(2)
-            }
-            .await;
             match result {
                 Err(err) if is_lost(&err) => {
                     let _ = Object::take(conn);
@@ -232,9 +233,60 @@ impl Memory {
                         failover.pause(err).await?;
                     }
                 }
-                other => return other,
+                Ok((rows, at)) => {
+                    if let Some(at) = at {
+                        self.positions.reset(app, user, at);
+                    }
+                    return Ok(rows);
+                }
+                Err(err) => return Err(err),
             }
         }
+    }
+
+    /// One vector search on `conn`, with pgvector's iterative HNSW scan switched on (so
+    /// filtering by app and user cannot starve the index scan of results) for its transaction
+    /// only — a setting on the session would outlive the call on a pooled or PgBouncer-shared
+    /// connection — pipelined, with the node's log position when `positioned`: one round trip.
+    async fn vector_search_on(
+        &self,
+        conn: &Object,
+        sql: &str,
+        params: &[&dyn Param],
+        candidates: i64,
+        positioned: bool,
+    ) -> Result<(Vec<Row>, Option<u64>)> {
+        let ef_search = candidates.clamp(40, 1000).to_string();
+        let setup = "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),
+                            set_config('hnsw.ef_search', $1::text, true)";
+        let statements = self.db.statements();
+        let on = On::from(conn);
+        let setup = statements.ready(on, setup, &[&ef_search]).await?;
+        let search = statements.ready(on, sql, params).await?;
+        let position = statements.ready(on, POSITION_SQL, &[]).await?;
+        let mut steps = vec![
+            on.simple("BEGIN"),
+            setup.step(on, vec![&ef_search]),
+            search.step(on, params.to_vec()),
+            on.simple("COMMIT"),
+        ];
+        if positioned {
+            steps.push(position.step(on, vec![]));
+        }
+        let mut results = statements.pipeline(steps).await?;
+        // After an error PostgreSQL answers the COMMIT with ROLLBACK: nothing stays open.
+        if let Some(failed) = results.iter().position(|r| r.is_err()) {
+            return Err(results.swap_remove(failed).unwrap_err());
+        }
+        let at = if positioned {
+            let rows = results.pop().expect("the position step")?;
+            rows.first()
+                .and_then(|row| row.get::<_, Option<&str>>(0))
+                .and_then(parse_lsn)
+        } else {
+            None
+        };
+        Ok((results.swap_remove(2)?, at))
     }
 }
 

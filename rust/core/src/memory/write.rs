@@ -52,6 +52,8 @@ impl Memory {
                 Retry::Yes,
             )
             .await?;
+        let scope = (upsert.app_name, upsert.user_id);
+        self.db.wrote_scope(&self.positions, scope).await;
         if !self.options.vector || !prepared.caps.vector_ready() {
             return Ok(Vec::new());
         }
@@ -103,6 +105,9 @@ impl Memory {
                 Retry::Yes,
             )
             .await?;
+        self.db
+            .wrote_scope(&self.positions, (app_name, user_id))
+            .await;
         Ok(rows.len() as u64)
     }
 
@@ -123,6 +128,9 @@ impl Memory {
             )
             .await?
             .expect("count(*) returns one row");
+        self.db
+            .wrote_scope(&self.positions, (app_name, user_id))
+            .await;
         Ok(row.get::<_, i64>(0) > 0)
     }
 }

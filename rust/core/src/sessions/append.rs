@@ -8,11 +8,12 @@ use deadpool_postgres::Object;
 use futures_util::future::join_all;
 
 use super::coalesce::{Coalescer, Flight, Queued, QUEUE_LIMIT};
+use super::seen::Known;
 use super::{AppendOutcome, Expected, NewEvent, OwnedAppend, SessionKey, Sessions};
 use crate::codec::JsonParam;
 use crate::db::Retry;
 use crate::error::{ErrorKind, Result};
-use crate::statement::{in_order, On, Param, Step};
+use crate::statement::{On, Param, Step};
 
 /// SQLSTATE of a unique violation: an append whose event id is already stored.
 const UNIQUE_VIOLATION: &str = "23505";
@@ -23,20 +24,51 @@ impl Sessions {
     /// append runs alone. Must run on a tokio runtime.
     pub async fn append_event(self: &Arc<Self>, append: OwnedAppend) -> Result<AppendOutcome> {
         self.db.check_process()?;
+        // With a replica, what this append teaches about the session (see `seen.rs`).
+        let noted = self
+            .db
+            .has_replica()
+            .then(|| {
+                (
+                    append.app_name.clone(),
+                    append.user_id.clone(),
+                    append.session_id.clone(),
+                )
+            })
+            .zip(append.expected.incarnation);
         // Only appends to app state coalesce: every session of an app updates that one row,
         // so they wait for each other's commits anyway. Others run alone, in parallel.
-        if !self.db.config().options.coalesce_appends || append.app_delta.is_none() {
-            return self
-                .append_alone(append.key(), append.expected, append.event())
-                .await;
+        let outcome = if !self.db.config().options.coalesce_appends || append.app_delta.is_none() {
+            self.append_alone(append.key(), append.expected, append.event())
+                .await?
+        } else {
+            let coalescer = self.coalescer.get_or_init(|| self.start_coalescer());
+            // Queued as long as a connection could take to come free — plus a failover,
+            // during which the flight ahead may be waiting for a writable node.
+            let options = &self.db.config().options;
+            coalescer
+                .append(append, options.acquire_timeout + options.failover_timeout)
+                .await?
+        };
+        if let (
+            AppendOutcome::Appended(revision) | AppendOutcome::AlreadyStored(revision),
+            Some((key, incarnation)),
+        ) = (outcome, noted)
+        {
+            let key = SessionKey {
+                app_name: &key.0,
+                user_id: &key.1,
+                session_id: &key.2,
+            };
+            self.note(
+                key,
+                Known::At {
+                    incarnation,
+                    revision,
+                },
+            );
         }
-        let coalescer = self.coalescer.get_or_init(|| self.start_coalescer());
-        // Queued as long as a connection could take to come free — plus a failover, during
-        // which the flight ahead may be waiting for a writable node.
-        let options = &self.db.config().options;
-        coalescer
-            .append(append, options.acquire_timeout + options.failover_timeout)
-            .await
+        Ok(outcome)
     }
 
     /// The queue of this handle's appends; its flights hold the handle weakly (it owns them).
@@ -276,7 +308,7 @@ impl Sessions {
         steps.push(on.simple("COMMIT"));
         let commit_step = steps.len() - 1;
 
-        let mut results = in_order(steps).await;
+        let mut results = statements.pipeline(steps).await?;
         // After an error PostgreSQL fails the rest and answers COMMIT with ROLLBACK, so any
         // error means nothing was committed (or, for a connection lost during COMMIT, that
         // this is unknown — the appends re-run alone then recognise their own event ids).

@@ -10,6 +10,7 @@
 //!   pipelined transaction of a coalesced flight
 //! * `coalesce.rs` — the queue that groups concurrent appends to one app's state into flights
 //! * `import.rs` — a whole session in one transaction (import and restore)
+//! * `seen.rs` — with a read replica: what this process knows of each session
 //! * `sql.rs` — the text of every statement, per schema; `model.rs` — the values
 //!
 //! Correctness rests on the session row's `revision` and `incarnation`: an append succeeds
@@ -20,6 +21,7 @@ mod coalesce;
 mod import;
 mod model;
 mod read;
+mod seen;
 pub mod sql;
 mod write;
 
@@ -38,6 +40,8 @@ pub struct Sessions {
     sql: SessionSql,
     /// The queue that coalesces concurrent appends into shared commits (started on first use).
     coalescer: OnceLock<coalesce::Coalescer>,
+    /// With a replica: what this process knows of each session (see `seen.rs`).
+    seen: seen::SeenSessions,
 }
 
 impl Sessions {
@@ -47,6 +51,7 @@ impl Sessions {
             db,
             sql,
             coalescer: OnceLock::new(),
+            seen: seen::new_seen(),
         }
     }
 

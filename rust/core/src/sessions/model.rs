@@ -38,6 +38,11 @@ pub struct SessionData {
     pub user_state: Option<Json>,
     /// Event JSON, oldest first.
     pub events: Vec<Json>,
+    /// The id of the event stored at `revision`, when it is among those returned: what a later
+    /// refresh checks the history against (see `anchor`).
+    pub head: Option<String>,
+    /// `get_session_since(revision = r)` only: the id of the event stored at revision r now.
+    pub anchor: Option<String>,
 }
 
 /// One row of `list_sessions`.

@@ -16,6 +16,8 @@ fn session_from_rows(rows: &[tokio_postgres::Row]) -> Option<SessionData> {
     let (mut app_state, mut user_state) = (None, None);
     let mut events = Vec::new();
     let mut unsequenced = false;
+    let mut seqs: Vec<(i64, String)> = Vec::new();
+    let mut anchor = None;
     for row in rows {
         let kind: i16 = row.get(0);
         match kind {
@@ -32,25 +34,60 @@ fn session_from_rows(rows: &[tokio_postgres::Row]) -> Option<SessionData> {
                     app_state: None,
                     user_state: None,
                     events: Vec::new(),
+                    head: None,
+                    anchor: None,
                 })
             }
             1 => app_state = json_opt(row, 1),
             2 => user_state = json_opt(row, 1),
-            _ => {
-                unsequenced |= row.get::<_, Option<i64>>(2).is_none();
+            3 => {
+                let seq: Option<i64> = row.get(2);
+                unsequenced |= seq.is_none();
+                if let Some(seq) = seq {
+                    seqs.push((seq, row.get::<_, String>(5)));
+                }
                 // An event row with NULL event_data (allowed by ADK's schema, never written by
                 // ADK v1 or by us) has nothing to restore.
                 events.extend(json_opt(row, 1));
             }
+            _ => anchor = row.get(5),
         }
     }
     data.map(|mut d| {
+        d.head = seqs
+            .into_iter()
+            .find(|(seq, _)| *seq == d.revision)
+            .map(|(_, id)| id);
         d.app_state = app_state;
         d.user_state = user_state;
         d.events = events;
         d.unsequenced = unsequenced;
+        d.anchor = anchor;
         d
     })
+}
+
+/// Decodes the rows of `SessionSql::list_*` (see `sql::list_sql`).
+fn list_from_rows(rows: &[tokio_postgres::Row]) -> SessionList {
+    let mut list = SessionList::default();
+    for row in rows {
+        let kind: i16 = row.get(0);
+        match kind {
+            0 => list.app_state = json_opt(row, 3),
+            1 => list
+                .user_states
+                .push((row.get(1), json_opt(row, 3).unwrap_or_default())),
+            _ => list.sessions.push(SessionSummary {
+                user_id: row.get(1),
+                session_id: row.get(2),
+                state: json_opt(row, 3).unwrap_or_else(|| b"{}".to_vec()),
+                revision: row.get(4),
+                last_update_time: row.get(5),
+                incarnation: row.get(7),
+            }),
+        }
+    }
+    list
 }
 
 impl Sessions {
@@ -63,24 +100,17 @@ impl Sessions {
     ) -> Result<Option<SessionData>> {
         let k: [&dyn Param; 3] = [&key.app_name, &key.user_id, &key.session_id];
         // A statement per filter shape, so each prepared plan can use the index fully.
-        let rows = match (after_timestamp, num_recent_events) {
-            (None, None) => self.db.fetch(&self.sql.get_all, &k, Retry::Yes).await?,
+        match (after_timestamp, num_recent_events) {
+            (None, None) => self.read_session(key, &self.sql.get_all, &k).await,
             (None, Some(n)) => {
-                self.db
-                    .fetch(&self.sql.get_recent, &[k[0], k[1], k[2], &n], Retry::Yes)
-                    .await?
+                self.read_session(key, &self.sql.get_recent, &[k[0], k[1], k[2], &n])
+                    .await
             }
             (Some(after), n) => {
-                self.db
-                    .fetch(
-                        &self.sql.get_after,
-                        &[k[0], k[1], k[2], &after, &n],
-                        Retry::Yes,
-                    )
-                    .await?
+                let params: [&dyn Param; 5] = [k[0], k[1], k[2], &after, &n];
+                self.read_session(key, &self.sql.get_after, &params).await
             }
-        };
-        Ok(session_from_rows(&rows))
+        }
     }
 
     /// Reads a session with only the events stored after `revision` (and any event without a
@@ -90,53 +120,51 @@ impl Sessions {
         key: SessionKey<'_>,
         revision: i64,
     ) -> Result<Option<SessionData>> {
-        let rows = self
-            .db
-            .fetch(
-                &self.sql.get_since,
-                &[&key.app_name, &key.user_id, &key.session_id, &revision],
-                Retry::Yes,
-            )
-            .await?;
-        Ok(session_from_rows(&rows))
+        let params: [&dyn Param; 4] = [&key.app_name, &key.user_id, &key.session_id, &revision];
+        self.read_session(key, &self.sql.get_since, &params).await
     }
 
-    /// Lists the sessions of one user, or of every user of the app when `user_id` is `None`.
+    /// One session read: on the replica when there is one and it shows everything this process
+    /// knows of the session (see `seen.rs`), else on the primary.
+    async fn read_session(
+        &self,
+        key: SessionKey<'_>,
+        sql: &str,
+        params: &[&dyn Param],
+    ) -> Result<Option<SessionData>> {
+        if let Some((rows, _)) = self.db.read_on_replica(sql, params, false).await? {
+            let data = session_from_rows(&rows);
+            if self.replica_shows(key, data.as_ref()) {
+                self.note_read(key, data.as_ref());
+                return Ok(data);
+            }
+        }
+        let data = session_from_rows(&self.db.fetch(sql, params, Retry::Yes).await?);
+        self.note_read(key, data.as_ref());
+        Ok(data)
+    }
+
+    /// Lists the sessions of one user, or of every user of the app when `user_id` is `None`:
+    /// on the replica when it shows every listed session this process knows, else on the
+    /// primary.
     pub async fn list_sessions(
         &self,
         app_name: &str,
         user_id: Option<&str>,
     ) -> Result<SessionList> {
-        let rows = match user_id {
-            Some(user) => {
-                self.db
-                    .fetch(&self.sql.list_user, &[&app_name, &user], Retry::Yes)
-                    .await?
-            }
-            None => {
-                self.db
-                    .fetch(&self.sql.list_app, &[&app_name], Retry::Yes)
-                    .await?
-            }
+        let (sql, params): (&str, Vec<&dyn Param>) = match &user_id {
+            Some(user) => (&self.sql.list_user, vec![&app_name, user]),
+            None => (&self.sql.list_app, vec![&app_name]),
         };
-        let mut list = SessionList::default();
-        for row in &rows {
-            let kind: i16 = row.get(0);
-            match kind {
-                0 => list.app_state = json_opt(row, 3),
-                1 => list
-                    .user_states
-                    .push((row.get(1), json_opt(row, 3).unwrap_or_default())),
-                _ => list.sessions.push(SessionSummary {
-                    user_id: row.get(1),
-                    session_id: row.get(2),
-                    state: json_opt(row, 3).unwrap_or_else(|| b"{}".to_vec()),
-                    revision: row.get(4),
-                    last_update_time: row.get(5),
-                    incarnation: row.get(7),
-                }),
+        if let Some((rows, _)) = self.db.read_on_replica(sql, &params, false).await? {
+            let list = list_from_rows(&rows);
+            if self.replica_lists(app_name, user_id, &list) {
+                self.note_listed(app_name, &list);
+                return Ok(list);
             }
         }
+        let list = list_from_rows(&self.db.fetch(sql, &params, Retry::Yes).await?);
+        self.note_listed(app_name, &list);
         Ok(list)
     }
 

@@ -71,7 +71,17 @@ impl SessionSql {
                         // so the seq index is used however large the session is.
                         "e.seq > $4::int8 AND e.seq <= 9223372036854775807",
                         "",
-                    ), events_where(&s, "e.seq IS NULL", "")],
+                    ), events_where(&s, "e.seq IS NULL", ""),
+                    // Kind 4: the id of the event stored at revision $4 — the newest the
+                    // caller holds. Another id means the history up to $4 changed under the
+                    // same incarnation (an asynchronous standby promoted before it had all of
+                    // it): the caller's copy cannot be extended.
+                    format!(
+                        "(SELECT 4::int2, NULL::jsonb, e.seq, NULL::float8, NULL::timestamp, e.id
+                            FROM {s}.events e
+                           WHERE e.app_name = $1 AND e.user_id = $2 AND e.session_id = $3
+                             AND e.seq = $4::int8)"
+                    )],
             ),
             list_user: list_sql(&s, " AND {t}.user_id = $2"),
             list_app: list_sql(&s, ""),

@@ -1,6 +1,9 @@
 //! Creating and deleting sessions: one statement each.
 
+use tokio_postgres::Row;
+
 use super::read::json_opt;
+use super::seen::Known;
 use super::sql::SessionSql;
 use super::{Created, SessionKey, Sessions};
 use crate::codec::JsonParam;
@@ -44,12 +47,7 @@ impl Sessions {
                     .fetch_opt(&self.sql.create_probe, &params[..5], Retry::Yes)
                     .await?
                 {
-                    return Ok(Some(Created {
-                        revision: 0,
-                        incarnation: row.get(0),
-                        app_state: json_opt(&row, 1),
-                        user_state: json_opt(&row, 2),
-                    }));
+                    return Ok(Some(self.created(key, &row, 0)));
                 }
             }
             let row = match self.db.fetch_opt(sql, &params, Retry::No).await {
@@ -59,13 +57,26 @@ impl Sessions {
                 }
                 other => other?.expect("a SELECT without FROM returns one row"),
             };
-            let revision: Option<i64> = row.get(0);
-            return Ok(revision.map(|revision| Created {
-                revision,
-                incarnation: row.get(1),
-                app_state: json_opt(&row, 2),
-                user_state: json_opt(&row, 3),
-            }));
+            let created: Option<i64> = row.get(0);
+            return Ok(created.map(|_| self.created(key, &row, 1)));
+        }
+    }
+
+    /// A created session from a row holding (incarnation, app state, user state) at `from`.
+    fn created(&self, key: SessionKey<'_>, row: &Row, from: usize) -> Created {
+        let incarnation = row.get(from);
+        self.note(
+            key,
+            Known::At {
+                incarnation,
+                revision: 0,
+            },
+        );
+        Created {
+            revision: 0,
+            incarnation,
+            app_state: json_opt(row, from + 1),
+            user_state: json_opt(row, from + 2),
         }
     }
 
@@ -79,6 +90,7 @@ impl Sessions {
                 Retry::Yes,
             )
             .await?;
+        self.note(key, Known::Gone);
         Ok(!deleted.is_empty())
     }
 }

@@ -351,6 +351,10 @@ def _summary(outcome: dict[str, Any]) -> dict[str, Any]:
             round(max(recovered) - killed_at, 2) if len(recovered) == len(crew) else None
         ),
         "writers_back": len(recovered),
+        # The goal: every writer writes again within ttl + 1 s of the kill.
+        "all_back_within_ttl_plus_1s": bool(
+            len(recovered) == len(crew) and max(recovered) - killed_at <= TTL + 1
+        ),
         "ttl": TTL,
         "stall_walsender_s": outcome["stall_walsender_s"],
     }
@@ -468,8 +472,10 @@ async def test_sync_failover_loses_no_acknowledged_append(sync_cluster: PatroniC
     for w in outcome["crew"]:
         acked = [a[0] for a in w.acked]
         assert outcome["stored"][w.index].ids[: len(acked)] == acked, w.index
-    # Patroni promotes about ttl + 0.5 s after the kill; writes follow within a few seconds.
-    assert report["kill_to_all_writers_back_s"] < TTL + 10, report
+    # Patroni promotes at most ~ttl + 0.5 s after the kill (the leader key was refreshed up to
+    # loop_wait before it); the pool must follow at once. The goal is ttl + 1 s (reported);
+    # the assertion leaves room for a loaded machine.
+    assert report["kill_to_all_writers_back_s"] < TTL + 3, report
 
 
 async def _save_loop(

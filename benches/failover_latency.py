@@ -154,6 +154,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         assert all(r.endswith(" async") for r in replication["async"]), replication
 
         tallies = {(mode, c): Tally() for mode in MODES for c in concurrencies}
+        # Each round's figures too: the spread between rounds shows how noisy the machine was.
+        per_round: dict[tuple[str, int], list[dict[str, Any]]] = {k: [] for k in tallies}
         for c in concurrencies:
             for mode in MODES:  # warm-up: pools filled, app row and statements in place
                 await append_round(services[mode], f"warm{c}", c, 1.0, None)
@@ -161,9 +163,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 for mode in MODES:
                     print(f"append c={c} {mode} round {r + 1}/{args.rounds}", file=sys.stderr)
                     tag = f"c{c}r{r}"
-                    await append_round(services[mode], tag, c, args.seconds, tallies[mode, c])
+                    one = Tally()
+                    await append_round(services[mode], tag, c, args.seconds, one)
+                    per_round[mode, c].append(one.summary())
+                    tallies[mode, c].latencies += one.latencies
+                    tallies[mode, c].seconds += one.seconds
         appends = [
-            {"mode": mode, "concurrency": c, **tallies[mode, c].summary()}
+            {
+                "mode": mode,
+                "concurrency": c,
+                **tallies[mode, c].summary(),
+                "ops_per_s_by_round": [r["ops_per_s"] for r in per_round[mode, c]],
+                "p50_ms_by_round": [r["p50_ms"] for r in per_round[mode, c]],
+            }
             for mode in MODES
             for c in concurrencies
         ]
@@ -218,18 +230,21 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         "append_event, ~1 KB event with app:/user: delta, fsync on, 2-node Patroni cluster",
         "",
-        "| c | replication | ops/s | p50 ms | p99 ms |",
-        "|---|---|---|---|---|",
+        "| c | replication | ops/s | p50 ms | p99 ms | ops/s by round |",
+        "|---|---|---|---|---|---|",
     ]
     for c in result["settings"]["concurrency"]:
         for mode in MODES:
             r = by[mode, c]
-            lines.append(f"| {c} | {mode} | {r['ops_per_s']} | {r['p50_ms']} | {r['p99_ms']} |")
+            rounds = ", ".join(str(x) for x in r["ops_per_s_by_round"])
+            lines.append(
+                f"| {c} | {mode} | {r['ops_per_s']} | {r['p50_ms']} | {r['p99_ms']} | {rounds} |"
+            )
         s, a = by["sync", c], by["async", c]
         if a["ops_per_s"] and a["p50_ms"]:
             lines.append(
                 f"| {c} | sync/async | {s['ops_per_s'] / a['ops_per_s']:.2f}x |"
-                f" {s['p50_ms'] / a['p50_ms']:.2f}x | {s['p99_ms'] / a['p99_ms']:.2f}x |"
+                f" {s['p50_ms'] / a['p50_ms']:.2f}x | {s['p99_ms'] / a['p99_ms']:.2f}x | |"
             )
     if result["get_session_20_events_primary"]:
         lines += [

@@ -130,6 +130,7 @@ class Writer:
     attempted: set[str] = field(default_factory=set)
     failures: list[tuple[str, float, float]] = field(default_factory=list)  # (class, secs, at)
     longest: float = 0.0
+    in_call_since: float | None = None  # a call (append or reload) is waiting since then
     failed_since_kill: bool = False
     recovered_at: float | None = None  # first ack after a failure that followed the kill
     # Failed calls whose event the reload showed stored (the commit outlived the reply).
@@ -147,12 +148,13 @@ class Run:
 
 
 async def _reload(svc: PostgresSessionService, writer: Writer) -> Any:
-    started = time.monotonic()
+    started = writer.in_call_since = time.monotonic()
     try:
         return await svc.get_session(app_name=APP, user_id=writer.user, session_id="s")
     except AdkPostgresError:
         return None  # the next append tells
     finally:
+        writer.in_call_since = None
         writer.longest = max(writer.longest, time.monotonic() - started)
 
 
@@ -162,12 +164,13 @@ async def _append_loop(svc: PostgresSessionService, writer: Writer, run: Run, pa
     n = 0
     event = _event(writer.index, n, pad)
     while not run.stop.is_set():
-        started = time.monotonic()
+        started = writer.in_call_since = time.monotonic()
         writer.attempted.add(event.id)
         try:
             await svc.append_event(session, event)
         except Exception as exc:  # every class reaching the caller is counted (and checked)
             ended = time.monotonic()
+            writer.in_call_since = None
             writer.longest = max(writer.longest, ended - started)
             writer.failures.append((type(exc).__name__, ended - started, ended))
             if run.kill_started is not None and ended > run.kill_started:
@@ -183,6 +186,7 @@ async def _append_loop(svc: PostgresSessionService, writer: Writer, run: Run, pa
                     writer.stored_though_failed += 1
             continue
         ended = time.monotonic()
+        writer.in_call_since = None
         writer.longest = max(writer.longest, ended - started)
         writer.acked.append((event.id, n, ended))
         if writer.failed_since_kill and writer.recovered_at is None:
@@ -235,6 +239,17 @@ async def _stored(url: str, schema: str, writers: int) -> tuple[dict[int, Stored
     return result, json.loads(app_rows[0]["state"]) if app_rows else {}
 
 
+def _node_processes(node: PatroniNode) -> list[psutil.Process]:
+    """A node's Patroni and PostgreSQL processes (with their children)."""
+    found: list[psutil.Process] = []
+    for proc in (node.proc, node.observe_postmaster()):
+        if proc is not None:
+            found.append(proc)
+            with contextlib.suppress(psutil.Error):
+                found += proc.children(recursive=True)
+    return found
+
+
 def _walsenders(node: PatroniNode) -> list[psutil.Process]:
     """The WAL sender processes of a node's postmaster (one per streaming standby)."""
     postmaster = node.observe_postmaster()
@@ -256,6 +271,8 @@ async def _failover_under_appends(
     before_kill: float = 2.0,
     pad_bytes: int = 64,
     stall_walsender: float = 0.0,
+    freeze: bool = False,
+    deadline: float = TTL + 30,
 ) -> dict[str, Any]:
     """Runs ``writers`` appenders, kills the leader, waits until each has written again, and
     returns the raw material for the checks and the report.
@@ -263,8 +280,17 @@ async def _failover_under_appends(
     ``stall_walsender`` > 0 stops the leader's WAL senders (SIGSTOP) that long before the kill:
     the standby falls behind as over a congested link, while the leader, with asynchronous
     replication, keeps acknowledging commits. Kept well under Patroni's
-    maximum_lag_on_failover (1 MiB), or the standby would refuse to take over."""
-    url = cluster.multi_host_url(target_session_attrs="read-write")
+    maximum_lag_on_failover (1 MiB), or the standby would refuse to take over.
+
+    ``freeze`` stops the leader (SIGSTOP, Patroni and PostgreSQL) instead of killing it: a hung
+    machine, whose kernel still completes TCP handshakes but nothing answers. The URL then
+    lists the old leader last (see test_a_hung_first_host_does_not_block_new_connections for
+    first). It is killed once the writers are back or ``deadline`` seconds after the fault.
+    """
+    old = cluster.leader()
+    assert old is not None
+    order = [*(n for n in cluster.nodes if n is not old), old] if freeze else None
+    url = cluster.multi_host_url(target_session_attrs="read-write", nodes=order)
     svc = PostgresSessionService(
         url,
         schema=schema,
@@ -281,27 +307,39 @@ async def _failover_under_appends(
         crew = [Writer(i) for i in range(writers)]
         tasks = [asyncio.create_task(_append_loop(svc, w, run, pad)) for w in crew]
         await asyncio.sleep(before_kill)
-        old = cluster.leader()
-        assert old is not None
+        assert cluster.leader() is old
         stalled = _walsenders(old) if stall_walsender else []
         try:
             for proc in stalled:
                 proc.suspend()
             await asyncio.sleep(stall_walsender)
             run.kill_started = time.monotonic()
-            killed_at = await asyncio.to_thread(cluster.kill_leader)
+            if freeze:
+                killed_at = time.monotonic()
+                for proc in _node_processes(old):
+                    with contextlib.suppress(psutil.Error):
+                        proc.suspend()
+            else:
+                killed_at = await asyncio.to_thread(cluster.kill_leader)
         finally:
             for proc in stalled:  # only if the kill did not happen
                 with contextlib.suppress(psutil.Error):
                     proc.resume()
         new = await asyncio.to_thread(cluster.wait_new_leader, old, TTL + 20)
         promoted_at = time.monotonic()
-        deadline = killed_at + TTL + 30
-        while time.monotonic() < deadline:
+        while time.monotonic() < killed_at + deadline:
             if all(w.recovered_at is not None for w in crew) or any(t.done() for t in tasks):
                 break
             await asyncio.sleep(0.05)
+        now = time.monotonic()
+        waiting = [now - w.in_call_since for w in crew if w.in_call_since is not None]
+        hung = sum(1 for d in waiting if d > CALL_BOUND)
+        for w in crew:  # a call still waiting counts as long as it has waited so far
+            if w.in_call_since is not None:
+                w.longest = max(w.longest, now - w.in_call_since)
         run.stop.set()
+        if freeze:
+            await asyncio.to_thread(cluster.kill_node, old)  # releases calls stuck on it
         await asyncio.gather(*tasks)
     finally:
         run.stop.set()
@@ -316,6 +354,7 @@ async def _failover_under_appends(
         "stall_walsender_s": stall_walsender,
         "kill_started": run.kill_started,
         "promoted_at": promoted_at,
+        "hung_calls_at_deadline": hung,
         "old": old,
         "new": new,
     }
@@ -351,6 +390,7 @@ def _summary(outcome: dict[str, Any]) -> dict[str, Any]:
             round(max(recovered) - killed_at, 2) if len(recovered) == len(crew) else None
         ),
         "writers_back": len(recovered),
+        "hung_calls_at_deadline": outcome["hung_calls_at_deadline"],
         # The issue's goal: every writer writes again within ttl + 1 s of the kill.
         "all_back_within_ttl_plus_1s": bool(
             len(recovered) == len(crew) and max(recovered) - killed_at <= TTL + 1
@@ -629,6 +669,96 @@ async def test_artifacts_and_memory_survive_a_failover(sync_cluster: PatroniClus
         stop.set()
         await artifacts.close()
         await memory.close()
+
+
+def _freeze(node: PatroniNode) -> None:
+    """SIGSTOPs a node's Patroni and PostgreSQL: a hung machine. Its kernel still completes
+    TCP handshakes (the listen backlog) and acknowledges data; nothing answers. Patroni's
+    leader key expires and the standby takes over. The node is killed afterwards, never
+    resumed (that would make two primaries)."""
+    for proc in _node_processes(node):
+        with contextlib.suppress(psutil.Error):
+            proc.suspend()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="product bug: with a hung host first in a multi-host URL no connection reaches the "
+    "next host: the pool's create timeout (connect_timeout) covers the whole multi-host "
+    "connect, tokio-postgres' own connect_timeout only the TCP connect (which a hung host's "
+    "kernel completes), so every attempt spends connect_timeout on the first host; libpq "
+    "applies connect_timeout per host",
+)
+async def test_a_hung_first_host_does_not_block_new_connections(
+    sync_cluster: PatroniCluster,
+) -> None:
+    cluster = sync_cluster
+    await _two_nodes(cluster)
+    old = cluster.leader()
+    assert old is not None
+    options: dict[str, Any] = {
+        "schema": "failover_hung_first",
+        "cache_bytes": 0,
+        "connect_timeout": CONNECT_TIMEOUT,
+        "acquire_timeout": ACQUIRE_TIMEOUT,
+    }
+    seed = PostgresSessionService(cluster.multi_host_url(), **options)
+    try:
+        await seed.create_session(app_name=APP, user_id="seed")  # the schema, migrated
+    finally:
+        await seed.close()
+    try:
+        _freeze(old)
+        new = await asyncio.to_thread(cluster.wait_new_leader, old, TTL + 20)
+        outcomes: dict[str, tuple[str, float]] = {}
+        for label, nodes in [("hung-last", [new, old]), ("hung-first", [old, new])]:
+            svc = PostgresSessionService(cluster.multi_host_url(nodes=nodes), **options)
+            started = time.monotonic()
+            try:
+                await asyncio.wait_for(svc.create_session(app_name=APP, user_id=label), CALL_BOUND)
+                outcome = "created"
+            except Exception as exc:  # reported below
+                outcome = type(exc).__name__
+            finally:
+                await svc.close()
+            outcomes[label] = (outcome, round(time.monotonic() - started, 2))
+    finally:
+        await asyncio.to_thread(cluster.kill_node, old)
+    print(f"\nnew connections with the hung old leader in the URL: {outcomes}")
+    if outcomes["hung-last"][0] != "created":
+        pytest.fail(f"the control case failed: {outcomes}")
+    # Trying the hung host costs at most connect_timeout; then the next host answers.
+    assert outcomes["hung-first"][0] == "created", outcomes
+    assert outcomes["hung-first"][1] < 2 * CONNECT_TIMEOUT + 1, outcomes
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="product bug: a statement sent to a leader that hangs (rather than dies) waits "
+    "without bound (no TCP keepalive/user timeout, no client-side deadline: connect_timeout "
+    "and acquire_timeout do not apply to a connection in use); and while that append's "
+    "coalesced flight is in the air, every other append with an app: delta of that app "
+    "waits in the queue and fails with PoolTimeoutError, so the app's writes never come back "
+    "after the standby is promoted",
+)
+async def test_calls_on_a_hung_leader_end_within_the_timeouts(
+    sync_cluster: PatroniCluster,
+) -> None:
+    """The leader hangs instead of dying, the URL lists it last. Calls in flight on it must
+    end (with an error) within the configured timeouts, and writes come back once the
+    standby is promoted."""
+    await _two_nodes(sync_cluster)
+    outcome = await _failover_under_appends(
+        sync_cluster, "failover_hung", writers=8, freeze=True, deadline=TTL + 15
+    )
+    report = _summary(outcome)
+    _record("sync_failover_hung_leader", report)
+    if report["lost"] or report["duplicates"]:
+        pytest.fail(f"acknowledged appends lost or duplicated: {report}")
+    assert report["hung_calls_at_deadline"] == 0, report
+    _check_common(outcome, report)
 
 
 # --------------------------------------------------------------------------- tests: async cluster

@@ -7,11 +7,11 @@ dies, and what the new leader holds afterwards.
   session had acknowledged before the kill, never an event in the middle (measured, reported).
 * Artifacts (one chunked) and memory entries survive a failover; saves caught by it either
   raise a typed error or are stored whole.
-* A standby read with replay paused shows the older state (today's behaviour: no
-  read-your-writes routing yet).
-* Product bugs, as strict xfails: a warm (cached) read after an asynchronous failover serves
-  lost events; a leader that hangs (SIGSTOP) instead of dying blocks new connections when it
-  is first in the URL, and leaves calls in flight on it waiting without bound.
+* A service pointed at a standby with replay paused shows the older state.
+* Found here and fixed: a warm (cached) read after an asynchronous failover served lost
+  events; a leader that hangs (SIGSTOP) instead of dying blocked new connections when it was
+  first in the URL (now each host gets connect_timeout), and calls in flight on it waited
+  without bound (now `response_timeout` gives a hung connection up).
 
 Each replication mode runs on one module-scoped cluster (a start costs ~10 s, a failover ~11 s).
 ``ADK_POSTGRES_RECORD=1`` also writes the measured figures to benches/results/failover.json.
@@ -192,7 +192,10 @@ async def _append_loop(svc: PostgresSessionService, writer: Writer, run: Run, pa
         writer.in_call_since = None
         writer.longest = max(writer.longest, ended - started)
         writer.acked.append((event.id, n, ended))
-        if writer.failed_since_kill and writer.recovered_at is None:
+        # Back: a write after a failure since the kill, or one that waited through the outage
+        # (a coalesced append can wait in its app's queue until the new leader answers).
+        waited_through = run.kill_started is not None and ended > run.kill_started + 1.0
+        if (writer.failed_since_kill or waited_through) and writer.recovered_at is None:
             writer.recovered_at = ended
         n += 1
         event = _event(writer.index, n, pad)
@@ -276,6 +279,7 @@ async def _failover_under_appends(
     stall_walsender: float = 0.0,
     freeze: bool = False,
     deadline: float = TTL + 30,
+    **service_options: Any,
 ) -> dict[str, Any]:
     """Runs ``writers`` appenders, kills the leader, waits until each has written again, and
     returns the raw material for the checks and the report.
@@ -301,6 +305,7 @@ async def _failover_under_appends(
         connect_timeout=CONNECT_TIMEOUT,
         acquire_timeout=ACQUIRE_TIMEOUT,
         cache_bytes=0,
+        **service_options,
     )
     pad = "x" * pad_bytes
     run = Run()
@@ -684,15 +689,6 @@ def _freeze(node: PatroniNode) -> None:
             proc.suspend()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="product bug: with a hung host first in a multi-host URL no connection reaches the "
-    "next host: the pool's create timeout (connect_timeout) covers the whole multi-host "
-    "connect, tokio-postgres' own connect_timeout only the TCP connect (which a hung host's "
-    "kernel completes), so every attempt spends connect_timeout on the first host; libpq "
-    "applies connect_timeout per host",
-)
 async def test_a_hung_first_host_does_not_block_new_connections(
     sync_cluster: PatroniCluster,
 ) -> None:
@@ -736,16 +732,6 @@ async def test_a_hung_first_host_does_not_block_new_connections(
     assert outcomes["hung-first"][1] < 2 * CONNECT_TIMEOUT + 1, outcomes
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="product bug: a statement sent to a leader that hangs (rather than dies) waits "
-    "without bound (no TCP keepalive/user timeout, no client-side deadline: connect_timeout "
-    "and acquire_timeout do not apply to a connection in use); and while that append's "
-    "coalesced flight is in the air, every other append with an app: delta of that app "
-    "waits in the queue and fails with PoolTimeoutError, so the app's writes never come back "
-    "after the standby is promoted",
-)
 async def test_calls_on_a_hung_leader_end_within_the_timeouts(
     sync_cluster: PatroniCluster,
 ) -> None:
@@ -753,8 +739,14 @@ async def test_calls_on_a_hung_leader_end_within_the_timeouts(
     end (with an error) within the configured timeouts, and writes come back once the
     standby is promoted."""
     await _two_nodes(sync_cluster)
+    # As the README advises for a cluster: a response timeout gives a hung connection up.
     outcome = await _failover_under_appends(
-        sync_cluster, "failover_hung", writers=8, freeze=True, deadline=TTL + 15
+        sync_cluster,
+        "failover_hung",
+        writers=8,
+        freeze=True,
+        deadline=TTL + 15,
+        response_timeout=3.0,
     )
     report = _summary(outcome)
     _record("sync_failover_hung_leader", report)
@@ -806,14 +798,6 @@ async def test_async_failover_can_lose_acknowledged_commits(
     _check_common(outcome, report)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,  # preconditions fail with pytest.fail, which is not excused
-    reason="product bug: after an asynchronous-replication failover the new leader reuses "
-    "revision numbers the old leader had acknowledged (same incarnation); a warm read trusts "
-    "the cached history up to its revision, so it returns the lost events and misses those "
-    "stored at the reused revisions",
-)
 async def test_warm_read_after_async_failover_matches_storage(
     async_cluster: PatroniCluster,
 ) -> None:

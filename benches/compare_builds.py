@@ -5,14 +5,15 @@ build alike. For "no regression" checks between commits.
     python benches/compare_builds.py --build before=/path/a/.venv/bin/python \\
         --build after=.venv/bin/python [--url postgresql://...] [--rounds 3] [--seconds 3]
 
-Each build's interpreter runs this file with ``--worker``: it seeds its own schema (100
-sessions of 100 events, and one user with 100 sessions), measures each workload for
-``--seconds`` after a warm-up, prints JSON and drops the schema. Workloads, at concurrency 1
-and 32: ``append`` (a ~1 KB model event whose delta sets a session, a ``user:``, an ``app:`` and
-a ``temp:`` key, each worker on its own session), ``get_warm`` (full read of a 100-event session
-through the service that read it before), ``get_cold`` (the same without the cache),
-``get_last10`` (``num_recent_events=10``) and ``list`` (a user's 100 sessions). The driver
-prints the median ops/s per build and the ratios to the first build.
+Each build's interpreter runs this file with ``--worker``: it seeds its own schema (32
+sessions of 100 events to read, and one user with 100 sessions), measures each workload for
+``--seconds`` after a warm-up and prints JSON; the driver drops the schema. Workloads, at
+concurrency 1 and 32: ``append`` (a ~1 KB model event whose delta sets a session, a ``user:``,
+an ``app:`` and a ``temp:`` key, each worker on its own session), ``get_warm`` (full read of a
+100-event session through the service that read it before), ``get_cold`` (the same without the
+cache), ``get_last10`` (``num_recent_events=10``, through the warm service) and ``list`` (a
+user's 100 sessions). The driver prints the median ops/s per build and the ratios to the first
+build.
 """
 
 from __future__ import annotations
@@ -116,12 +117,19 @@ async def worker(url: str, seconds: float) -> dict[str, float]:
                 )
     finally:
         await db.close()
-        import asyncpg
-
-        conn = await asyncpg.connect(url)
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        await conn.close()
+        # The driver drops the schema: the build under test may lack a client library.
+        print(json.dumps({"schema": schema}), flush=True)
     return results
+
+
+async def drop_schema(url: str, schema: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
 
 
 def drive(args: argparse.Namespace) -> dict[str, Any]:
@@ -131,8 +139,14 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
         for name, python in builds.items():
             command = [python, __file__, "--worker", "--url", args.url]
             command += ["--seconds", str(args.seconds)]
-            out = subprocess.run(command, capture_output=True, text=True, check=True)
-            rounds[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            out = subprocess.run(command, capture_output=True, text=True)
+            lines = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+            for line in lines:
+                if "schema" in line:
+                    asyncio.run(drop_schema(args.url, line["schema"]))
+            if out.returncode != 0:
+                sys.exit(f"{name} failed:\n{out.stderr[-3000:]}")
+            rounds[name].append(lines[-1])
             print(f"round {r + 1}/{args.rounds}: {name} done", file=sys.stderr)
     medians = {
         name: {k: statistics.median(run[k] for run in runs) for k in runs[0]}

@@ -3,8 +3,10 @@
 With WAL replay paused on the standby, a process that just wrote (a session append, a new
 session, an artifact version, a memory entry) still reads it back — the read is redone on the
 primary — while another process reading through the same standby sees the older view; after
-replay resumes both agree. A standby that goes down costs no error. Runs on a two-node Patroni
-cluster; skips where Patroni/etcd are missing, and in CI's second pass (TEST_DATABASE_URL).
+replay resumes both agree. A standby that goes down costs no error, and after a failover (the
+standby promoted, the old primary back as the standby) the same holds. Runs on a two-node
+Patroni cluster; skips where Patroni/etcd are missing, and in CI's second pass
+(TEST_DATABASE_URL).
 """
 
 from __future__ import annotations
@@ -159,6 +161,46 @@ async def test_reads_survive_the_standby_going_down(cluster: PatroniCluster) -> 
     finally:
         await process.db.close()
         await asyncio.to_thread(cluster.restart_node, standby)
+
+
+async def test_reads_after_a_failover_still_see_this_process_writes(
+    cluster: PatroniCluster,
+) -> None:
+    """The common case after a failover: the primary is a promoted standby. Its log position
+    must be where it writes now, not where its replay stopped at promotion, or a lagging
+    standby would pass for current and artifacts and memory would be read stale."""
+    old = cluster.leader()
+    assert old is not None
+    await asyncio.to_thread(cluster.kill_leader)
+    promoted = await asyncio.to_thread(cluster.wait_new_leader, old)
+    await asyncio.to_thread(cluster.restart_node, old)  # rejoins as the standby
+    writer = Process(promoted, old, "replicas_promoted")
+    other = Process(promoted, old, "replicas_promoted")
+    try:
+        await writer.sessions.create_session(app_name=APP, user_id=USER, session_id="s")
+        await writer.artifacts.save_artifact(
+            app_name=APP, user_id=USER, session_id="s", filename="notes.txt", artifact=_blob(b"v0")
+        )
+        await _until(other.latest_artifact, b"v0")
+        await asyncio.to_thread(cluster.pause_replay, old)
+        try:
+            await writer.artifacts.save_artifact(
+                app_name=APP,
+                user_id=USER,
+                session_id="s",
+                filename="notes.txt",
+                artifact=_blob(b"v1"),
+            )
+            await _remember(writer, "saucer")
+            assert await writer.latest_artifact() == b"v1"
+            assert await writer.recalls("saucer")
+            assert await other.latest_artifact() == b"v0"  # the standby's view, as documented
+        finally:
+            await asyncio.to_thread(cluster.resume_replay, old)
+        await _until(other.latest_artifact, b"v1")
+    finally:
+        for process in (writer, other):
+            await process.db.close()
 
 
 async def _until(read, expected, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]

@@ -167,11 +167,16 @@ impl Database {
             let attempt = async {
                 self.check_process()?;
                 if self.migrated.get().is_none() {
-                    self.migrate().await?;
+                    // Boxed: run once per handle, it would otherwise double the size of
+                    // every call's future (copied on each poll of a spawned task).
+                    Box::pin(self.migrate()).await?;
                 }
                 self.connection_unmigrated().await
             };
-            match attempt.await {
+            // The result first: a future awaited in a `match` head would stay in this
+            // future's state through the arms (which await a pause), doubling its size.
+            let attempt = attempt.await;
+            match attempt {
                 Err(err) if is_lost(&err) => failover.pause(err).await?,
                 other => return other,
             }
@@ -188,7 +193,8 @@ impl Database {
         let mut broken_pooled = self.config.options.pool_size + 1;
         loop {
             let conn = self.connection_riding(&mut failover).await?;
-            match self.statements().query(&conn, sql, params).await {
+            let result = self.statements().query(&conn, sql, params).await;
+            match result {
                 Err(err) if is_lost(&err) => {
                     let _ = Object::take(conn);
                     if retry == Retry::No {
@@ -224,6 +230,19 @@ impl Database {
     /// `positioned`. `None` when there is no replica or it cannot be reached: the caller reads
     /// from the primary (and the replica is skipped for a few seconds).
     pub async fn read_on_replica(
+        &self,
+        sql: &str,
+        params: &[&dyn Param],
+        positioned: bool,
+    ) -> Result<Option<(Vec<Row>, Option<u64>)>> {
+        if self.replica.is_none() {
+            return Ok(None);
+        }
+        // Boxed, so that without a replica every read's future stays as small as before.
+        Box::pin(self.read_on_replica_now(sql, params, positioned)).await
+    }
+
+    async fn read_on_replica_now(
         &self,
         sql: &str,
         params: &[&dyn Param],
@@ -295,7 +314,8 @@ impl Database {
         let mut broken_pooled = self.config.options.pool_size + 1;
         loop {
             let conn = self.connection_riding(&mut failover).await?;
-            match self.read_positioned_on(&conn, sql, params, true).await {
+            let result = self.read_positioned_on(&conn, sql, params, true).await;
+            match result {
                 Err(err) if is_lost(&err) => {
                     let _ = Object::take(conn);
                     if broken_pooled > 0 {

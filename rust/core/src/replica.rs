@@ -25,9 +25,12 @@ use std::sync::Mutex;
 pub const SEEN_LIMIT: usize = 100_000;
 
 /// The statement whose answer is a node's log position: what a standby has replayed, or a
-/// primary's current position.
+/// primary's current position. Asked by role, not by `COALESCE`: a promoted standby (the
+/// primary after a failover) still answers `pg_last_wal_replay_lsn()` with where its replay
+/// stopped, which would make every later write look already replayed.
 pub const POSITION_SQL: &str =
-    "SELECT COALESCE(pg_last_wal_replay_lsn(), pg_current_wal_lsn())::text";
+    "SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
+     ELSE pg_current_wal_lsn() END)::text";
 
 /// A PostgreSQL log position (`"16/B374D848"`) as a number; `None` if it is not one.
 pub fn parse_lsn(text: &str) -> Option<u64> {

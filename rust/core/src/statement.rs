@@ -16,8 +16,8 @@ use std::task::Poll;
 use std::time::Duration;
 
 use deadpool_postgres::{ClientWrapper, StatementCache, Transaction};
-use futures_util::future::{maybe_done, MaybeDone};
-use futures_util::{pin_mut, TryStreamExt};
+use futures_util::future::{maybe_done, Either, MaybeDone};
+use futures_util::{pin_mut, FutureExt, TryStreamExt};
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Row, RowStream, Statement};
 
@@ -256,24 +256,31 @@ pub const UNNAMED: Statements = Statements {
 };
 
 /// `work` within `timeout`; past it, a connection error: the connection is to be given up.
-pub async fn answered<T>(
+/// A plain function choosing between two futures, so that the result is no larger than `work`
+/// (an `async fn` or block would hold `work` twice, and every call's future with it).
+pub fn answered<T, F: Future<Output = Result<T>>>(
     timeout: Option<Duration>,
-    work: impl Future<Output = Result<T>>,
-) -> Result<T> {
+    work: F,
+) -> impl Future<Output = Result<T>> {
     let Some(timeout) = timeout else {
-        return work.await;
+        return Either::Left(work);
     };
-    match tokio::time::timeout(timeout, work).await {
-        Ok(result) => result,
-        Err(_) => Err(StoreError::new(
-            ErrorKind::Connection,
-            format!(
-                "no answer from PostgreSQL within response_timeout ({:.1} s): the connection \
-                 is given up as hung (the statement may still run if the server recovers)",
-                timeout.as_secs_f64()
-            ),
-        )),
-    }
+    // Boxed: a timer is large, and only calls with a response timeout should carry one.
+    Either::Right(
+        Box::pin(tokio::time::timeout(timeout, work)).map(move |answer| {
+            answer.unwrap_or_else(|_| {
+                Err(StoreError::new(
+                    ErrorKind::Connection,
+                    format!(
+                        "no answer from PostgreSQL within response_timeout ({:.1} s): the \
+                     connection is given up as hung (the statement may still run if the \
+                     server recovers)",
+                        timeout.as_secs_f64()
+                    ),
+                ))
+            })
+        }),
+    )
 }
 
 impl<'a> On<'a> {

@@ -16,7 +16,6 @@ fn session_from_rows(rows: &[tokio_postgres::Row]) -> Option<SessionData> {
     let (mut app_state, mut user_state) = (None, None);
     let mut events = Vec::new();
     let mut unsequenced = false;
-    let mut seqs: Vec<(i64, String)> = Vec::new();
     let mut anchor = None;
     for row in rows {
         let kind: i16 = row.get(0);
@@ -41,11 +40,7 @@ fn session_from_rows(rows: &[tokio_postgres::Row]) -> Option<SessionData> {
             1 => app_state = json_opt(row, 1),
             2 => user_state = json_opt(row, 1),
             3 => {
-                let seq: Option<i64> = row.get(2);
-                unsequenced |= seq.is_none();
-                if let Some(seq) = seq {
-                    seqs.push((seq, row.get::<_, String>(5)));
-                }
+                unsequenced |= row.get::<_, Option<i64>>(2).is_none();
                 // An event row with NULL event_data (allowed by ADK's schema, never written by
                 // ADK v1 or by us) has nothing to restore.
                 events.extend(json_opt(row, 1));
@@ -54,10 +49,15 @@ fn session_from_rows(rows: &[tokio_postgres::Row]) -> Option<SessionData> {
         }
     }
     data.map(|mut d| {
-        d.head = seqs
-            .into_iter()
-            .find(|(seq, _)| *seq == d.revision)
-            .map(|(_, id)| id);
+        // The id of the event at the session's revision, if read (usually the last row): only
+        // that one is decoded.
+        d.head = rows
+            .iter()
+            .rev()
+            .find(|row| {
+                row.get::<_, i16>(0) == 3 && row.get::<_, Option<i64>>(2) == Some(d.revision)
+            })
+            .map(|row| row.get(5));
         d.app_state = app_state;
         d.user_state = user_state;
         d.events = events;

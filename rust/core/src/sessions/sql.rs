@@ -62,27 +62,7 @@ impl SessionSql {
                 )],
             ),
             // Two selections so each is one index range (an OR would filter every event).
-            get_since: read_sql(
-                &s,
-                &[events_where(
-                        &s,
-                        // The upper bound is redundant but makes the generic plan's estimate
-                        // a narrow range (one-sided `>` is guessed at a third of the rows),
-                        // so the seq index is used however large the session is.
-                        "e.seq > $4::int8 AND e.seq <= 9223372036854775807",
-                        "",
-                    ), events_where(&s, "e.seq IS NULL", ""),
-                    // Kind 4: the id of the event stored at revision $4 — the newest the
-                    // caller holds. Another id means the history up to $4 changed under the
-                    // same incarnation (an asynchronous standby promoted before it had all of
-                    // it): the caller's copy cannot be extended.
-                    format!(
-                        "(SELECT 4::int2, NULL::jsonb, e.seq, NULL::float8, NULL::timestamp, e.id
-                            FROM {s}.events e
-                           WHERE e.app_name = $1 AND e.user_id = $2 AND e.session_id = $3
-                             AND e.seq = $4::int8)"
-                    )],
-            ),
+            get_since: read_sql(&s, &[since_sql(&s), events_where(&s, "e.seq IS NULL", "")]),
             list_user: list_sql(&s, " AND {t}.user_id = $2"),
             list_app: list_sql(&s, ""),
             // Events go with the session through the foreign key's ON DELETE CASCADE.
@@ -219,6 +199,25 @@ fn events_where(s: &str, condition: &str, order_and_limit: &str) -> String {
             FROM {s}.events e
            WHERE e.app_name = $1 AND e.user_id = $2 AND e.session_id = $3 AND {condition}
            {order_and_limit})"
+    )
+}
+
+/// The events stored after revision $4 (kind 3), and — from the same index range, so at no
+/// extra cost — the id of the event at $4 itself (kind 4, without its data), the newest the
+/// caller holds. Another id there means the history up to $4 changed under the same
+/// incarnation (an asynchronous standby promoted before it had all of it): the caller's copy
+/// cannot be extended.
+fn since_sql(s: &str) -> String {
+    format!(
+        "(SELECT CASE WHEN e.seq = $4::int8 THEN 4::int2 ELSE 3::int2 END AS kind,
+                CASE WHEN e.seq = $4::int8 THEN NULL ELSE e.event_data END AS data,
+                e.seq AS num, e.event_ts AS ts, e.\"timestamp\" AS ets, e.id AS eid
+            FROM {s}.events e
+           WHERE e.app_name = $1 AND e.user_id = $2 AND e.session_id = $3
+             -- The upper bound is redundant but makes the generic plan's estimate a narrow
+             -- range (one-sided `>=` is guessed at a third of the rows), so the seq index is
+             -- used however large the session is.
+             AND e.seq >= $4::int8 AND e.seq <= 9223372036854775807)"
     )
 }
 

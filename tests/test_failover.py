@@ -39,21 +39,14 @@ from google.adk.events import Event
 from google.adk.events.event_actions import EventActions
 from google.adk.memory.memory_entry import MemoryEntry
 from google.genai import types
-from servers.patroni import PatroniCluster, PatroniNode, missing_patroni
+from servers.patroni import PatroniCluster, PatroniNode, cluster_test_marks
 
 from adk_postgres import PostgresSessionService
 from adk_postgres.artifact_service import PostgresArtifactService
 from adk_postgres.errors import AdkPostgresError, DatabaseConnectionError, PoolTimeoutError
 from adk_postgres.memory_service import PostgresMemoryService
 
-_MISSING = missing_patroni()
-pytestmark = [
-    pytest.mark.skipif(
-        bool(os.environ.get("TEST_DATABASE_URL")),
-        reason="runs its own cluster; covered by the main test pass",
-    ),
-    pytest.mark.skipif(_MISSING is not None, reason=_MISSING or ""),
-]
+pytestmark = cluster_test_marks()
 
 TTL = 10
 CONNECT_TIMEOUT = 2.0

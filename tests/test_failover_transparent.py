@@ -19,7 +19,7 @@ from google.adk.events import Event
 from google.adk.events.event_actions import EventActions
 from google.adk.memory.memory_entry import MemoryEntry
 from google.genai import types
-from servers.patroni import PatroniCluster, missing_patroni
+from servers.patroni import PatroniCluster, cluster_test_marks
 
 from adk_postgres import (
     Database,
@@ -29,14 +29,7 @@ from adk_postgres import (
 )
 from adk_postgres.errors import DatabaseConnectionError
 
-_MISSING = missing_patroni()
-pytestmark = [
-    pytest.mark.skipif(
-        bool(os.environ.get("TEST_DATABASE_URL")),
-        reason="runs its own cluster; covered by the main test pass",
-    ),
-    pytest.mark.skipif(_MISSING is not None, reason=_MISSING or ""),
-]
+pytestmark = cluster_test_marks()
 
 TTL = 10
 APP = "transparent"

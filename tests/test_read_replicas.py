@@ -12,7 +12,6 @@ Patroni cluster; skips where Patroni/etcd are missing, and in CI's second pass
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Iterator
 
@@ -21,7 +20,7 @@ from google.adk.events import Event
 from google.adk.events.event_actions import EventActions
 from google.adk.memory.memory_entry import MemoryEntry
 from google.genai import types
-from servers.patroni import PatroniCluster, PatroniNode, missing_patroni
+from servers.patroni import PatroniCluster, PatroniNode, cluster_test_marks
 
 from adk_postgres import (
     Database,
@@ -30,14 +29,7 @@ from adk_postgres import (
     PostgresSessionService,
 )
 
-_MISSING = missing_patroni()
-pytestmark = [
-    pytest.mark.skipif(
-        bool(os.environ.get("TEST_DATABASE_URL")),
-        reason="runs its own cluster; covered by the main test pass",
-    ),
-    pytest.mark.skipif(_MISSING is not None, reason=_MISSING or ""),
-]
+pytestmark = cluster_test_marks()
 
 APP, USER = "replicas", "u"
 

@@ -39,6 +39,7 @@ both forms and to pick the writable node with ``target_session_attrs=read-write`
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -75,12 +76,28 @@ from .postgres import (
     write_file,
 )
 
-__all__ = ["PatroniCluster", "PatroniNode", "missing_patroni"]
+__all__ = ["PatroniCluster", "PatroniNode", "cluster_test_marks", "missing_patroni"]
 
 
 def missing_patroni(with_pgbouncer: bool = False) -> str | None:
     """Why a Patroni cluster cannot run here, or None."""
     return missing("patroni", "etcd", *(["pgbouncer"] if with_pgbouncer else []))
+
+
+def cluster_test_marks() -> list[Any]:
+    """``pytestmark`` of a test module that starts its own Patroni cluster: skipped, saying
+    why, where Patroni or etcd are missing, and in CI's second pass (``TEST_DATABASE_URL``),
+    which would only repeat it."""
+    import pytest  # here, so that benches can use the harness without pytest
+
+    reason = missing_patroni()
+    return [
+        pytest.mark.skipif(
+            bool(os.environ.get("TEST_DATABASE_URL")),
+            reason="runs its own cluster; covered by the main test pass",
+        ),
+        pytest.mark.skipif(reason is not None, reason=reason or ""),
+    ]
 
 
 def http_json(

@@ -3,10 +3,10 @@
 With WAL replay paused on the standby, a process that just wrote (a session append, a new
 session, an artifact version, a memory entry) still reads it back — the read is redone on the
 primary — while another process reading through the same standby sees the older view; after
-replay resumes both agree. A standby that goes down costs no error, and after a failover (the
-standby promoted, the old primary back as the standby) the same holds. Runs on a two-node
-Patroni cluster; skips where Patroni/etcd are missing, and in CI's second pass
-(TEST_DATABASE_URL).
+replay resumes both agree. A standby that goes down costs no error, nor does one that has not
+yet replayed a new schema; after a failover (the standby promoted, the old primary back as the
+standby) the same holds. Runs on a two-node Patroni cluster; skips where Patroni/etcd are
+missing, and in CI's second pass (TEST_DATABASE_URL).
 """
 
 from __future__ import annotations
@@ -133,6 +133,36 @@ async def test_a_process_reads_its_own_writes_through_a_lagging_standby(
     assert await writer.texts("s") == ["before", "after"]
     for process in (writer, other):
         await process.db.close()
+
+
+async def test_a_schema_the_standby_has_not_replayed_is_read_on_the_primary(
+    cluster: PatroniCluster,
+) -> None:
+    """A new schema (a new tenant, a first start) is created on the primary; until the standby
+    replays it, its tables are missing there. Reads must not fail with "relation does not
+    exist": the primary answers them."""
+    primary, standby = cluster.leader(), cluster.replicas()[0]
+    assert primary is not None
+    await asyncio.to_thread(cluster.pause_replay, standby)
+    writer = Process(primary, standby, "replicas_unreplayed")
+    other = Process(primary, standby, "replicas_unreplayed")
+    try:
+        session = await writer.sessions.create_session(app_name=APP, user_id=USER, session_id="s")
+        await writer.sessions.append_event(session, _event("one"))
+        await writer.artifacts.save_artifact(
+            app_name=APP, user_id=USER, session_id="s", filename="notes.txt", artifact=_blob(b"v0")
+        )
+        await _remember(writer, "spoon")
+        for process in (writer, other):  # `other` has written nothing: still no error
+            assert await process.texts("s") == ["one"]
+            listed = await process.sessions.list_sessions(app_name=APP, user_id=USER)
+            assert [s.id for s in listed.sessions] == ["s"]
+            assert await process.latest_artifact() == b"v0"
+            assert await process.recalls("spoon")
+    finally:
+        await asyncio.to_thread(cluster.resume_replay, standby)
+        for process in (writer, other):
+            await process.db.close()
 
 
 async def test_reads_survive_the_standby_going_down(cluster: PatroniCluster) -> None:

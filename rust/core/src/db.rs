@@ -20,7 +20,7 @@ use crate::error::{ErrorKind, Result, StoreError};
 use crate::failover::{is_lost, Failover};
 use crate::migrations;
 use crate::pool::{self, PoolStatus};
-use crate::replica::{parse_lsn, ScopePositions, POSITION_SQL, UNKNOWN_POSITION};
+use crate::replica::{behind_on_schema, parse_lsn, ScopePositions, POSITION_SQL, UNKNOWN_POSITION};
 use crate::statement::{On, Param, Statements};
 
 /// Whether a statement may be repeated after a connection failure: reads and deletes may, and
@@ -260,6 +260,7 @@ impl Database {
                 self.replica_failed(Some(conn));
                 Ok(None)
             }
+            Err(err) if behind_on_schema(&err) => Ok(None),
             Err(err) => Err(err),
         }
     }

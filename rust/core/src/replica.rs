@@ -20,6 +20,8 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::sync::Mutex;
 
+use crate::error::StoreError;
+
 /// Most keys remembered per tracker; the oldest are forgotten first (a forgotten key may then
 /// be read as stale as the standby's lag).
 pub const SEEN_LIMIT: usize = 100_000;
@@ -31,6 +33,16 @@ pub const SEEN_LIMIT: usize = 100_000;
 pub const POSITION_SQL: &str =
     "SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
      ELSE pg_current_wal_lsn() END)::text";
+
+/// Whether a standby's error means it has not replayed the schema this statement needs (a
+/// schema, table, column, function or type the primary has: a new tenant schema, a migration
+/// not yet replayed). SQLSTATE classes 42 and 3F. The read then goes to the primary, which
+/// answers for good — with its own error if the statement is wrong there too.
+pub fn behind_on_schema(err: &StoreError) -> bool {
+    err.sqlstate
+        .as_deref()
+        .is_some_and(|code| code.starts_with("42") || code.starts_with("3F"))
+}
 
 /// A PostgreSQL log position (`"16/B374D848"`) as a number; `None` if it is not one.
 pub fn parse_lsn(text: &str) -> Option<u64> {
@@ -123,6 +135,26 @@ impl ScopePositions {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
+
+    fn failed_with(sqlstate: Option<&str>) -> StoreError {
+        StoreError {
+            sqlstate: sqlstate.map(str::to_string),
+            ..StoreError::new(ErrorKind::Database, "failed")
+        }
+    }
+
+    #[test]
+    fn missing_schema_objects_send_the_read_to_the_primary() {
+        // undefined table, column, function, schema: not replayed yet
+        for code in ["42P01", "42703", "42883", "3F000"] {
+            assert!(behind_on_schema(&failed_with(Some(code))), "{code}");
+        }
+        // a statement timeout, a data error, a client-side failure: the caller's to see
+        for code in [Some("57014"), Some("22P02"), None] {
+            assert!(!behind_on_schema(&failed_with(code)), "{code:?}");
+        }
+    }
 
     #[test]
     fn log_positions_compare_as_numbers() {

@@ -10,7 +10,7 @@ use crate::codec::JsonText;
 use crate::error::{Result, StoreError};
 use crate::failover::is_lost;
 use crate::ident::quote_ident;
-use crate::replica::{parse_lsn, POSITION_SQL};
+use crate::replica::{behind_on_schema, parse_lsn, POSITION_SQL};
 use crate::statement::{On, Param, WithType};
 
 /// A lexeme as a quoted tsquery operand (quotes and backslashes doubled): SQL over column `l`.
@@ -215,8 +215,8 @@ impl Memory {
                     return Ok(rows);
                 }
                 Err(err) if is_lost(&err) => self.db.replica_failed(Some(conn)),
-                Err(err) => return Err(err),
-                Ok(_) => {} // behind: the primary answers
+                Err(err) if !behind_on_schema(&err) => return Err(err),
+                _ => {} // behind: the primary answers
             }
         }
         let mut failover = self.db.failover();

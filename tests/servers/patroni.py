@@ -523,13 +523,30 @@ class PatroniCluster:
 
     def pause_replay(self, node: PatroniNode, timeout: float = 20) -> None:
         """Pauses WAL replay on a standby (it still receives and flushes WAL, so synchronous
-        commits go on); the cluster is in maintenance mode until ``resume_replay``."""
+        commits go on) once it has replayed everything the leader wrote so far, so that what
+        it then shows is exactly the state before the pause; the cluster is in maintenance
+        mode until ``resume_replay``."""
+        self.wait_replayed(node, timeout)
         self.set_maintenance(True, timeout)
         psql(node.pg_port, "SELECT pg_wal_replay_pause()")
         wait_until(
             lambda: psql(node.pg_port, "SELECT pg_get_wal_replay_pause_state()") == "paused",
             timeout,
             f"replay paused on {node.name}",
+        )
+
+    def wait_replayed(self, node: PatroniNode, timeout: float = 20) -> None:
+        """Waits until a standby has replayed the leader's WAL up to its current position."""
+        leader = self.leader()
+        if leader is None or leader is node:
+            raise RuntimeError(f"{node.name} is not a standby of a running leader")
+        target = psql(leader.pg_port, "SELECT pg_current_wal_lsn()")
+        wait_until(
+            lambda: (
+                psql(node.pg_port, f"SELECT pg_last_wal_replay_lsn() >= '{target}'::pg_lsn") == "t"
+            ),
+            timeout,
+            f"{node.name} replaying up to {target}",
         )
 
     def resume_replay(self, node: PatroniNode, timeout: float = 20) -> None:

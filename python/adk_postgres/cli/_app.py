@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
+import platform
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
@@ -10,19 +12,26 @@ from typing import Any, TypeVar
 
 import click
 
-from .. import __version__
+from .. import SCHEMA_VERSION, __version__
 from ..errors import AdkPostgresError
 from ._output import fail
 from ._settings import Settings, load_env_file
 
 T = TypeVar("T")
 
+#: What `adk-postgres --version` prints: what a bug report needs besides our own version.
+VERSION_MESSAGE = (
+    f"%(prog)s %(version)s (schema version {SCHEMA_VERSION}, "
+    f"google-adk {importlib.metadata.version('google-adk')}, "
+    f"Python {platform.python_version()})"
+)
+
 #: Exit status for a command that ran and failed (bad input, unreachable server, ...).
 EXIT_FAILURE = 1
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="adk-postgres")
+@click.version_option(__version__, prog_name="adk-postgres", message=VERSION_MESSAGE)
 @click.option(
     "--database-url",
     "-d",

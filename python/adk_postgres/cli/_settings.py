@@ -8,6 +8,8 @@ directory's, or ``--env-file``) fills in variables the environment does not alre
 from __future__ import annotations
 
 import os
+import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +40,23 @@ def load_env_file(path: Path | None) -> Path | None:
     return path
 
 
+#: What stands for a password in a command line we print.
+PASSWORD_PLACEHOLDER = "<password>"
+
+_URL_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@?#]*):[^@/?#]*@")
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*")
+_KEYWORD_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)")
+
+
+def without_password(url: str) -> str:
+    """``url`` with any password replaced by a placeholder (URL user info, ``?password=``, or
+    a ``password=`` keyword of a libpq connection string)."""
+    if "://" in url:
+        url = _URL_PASSWORD.sub(rf"\1:{PASSWORD_PLACEHOLDER}@", url)
+        return _QUERY_PASSWORD.sub(rf"\g<1>{PASSWORD_PLACEHOLDER}", url)
+    return _KEYWORD_PASSWORD.sub(rf"\g<1>{PASSWORD_PLACEHOLDER}", url)
+
+
 @dataclass
 class Settings:
     """The database the CLI talks to, resolved once per invocation."""
@@ -46,6 +65,7 @@ class Settings:
     schema_flag: str | None = None
     pool_size_flag: int | None = None
     force_embedded: bool = False
+    env_file: Path | None = None
     _database: Database | None = field(default=None, repr=False)
 
     @property
@@ -87,6 +107,21 @@ class Settings:
         if value < 1:
             raise ConfigurationError(f"{POOL_SIZE_ENV} must be >= 1")
         return value
+
+    def command_prefix(self) -> str:
+        """``adk-postgres`` with the global options this invocation was given, for advice such
+        as "run `adk-postgres migrate`": without them the advice would act on another database
+        or schema. A password in ``-d`` is replaced by a placeholder, never printed."""
+        parts = ["adk-postgres"]
+        if self.env_file is not None:
+            parts += ["--env-file", str(self.env_file)]
+        if self.force_embedded:
+            parts.append("--embedded")
+        if self.url_flag:
+            parts += ["-d", without_password(self.url_flag)]
+        if self.schema_flag is not None:
+            parts += ["--schema", self.schema_flag]
+        return shlex.join(parts)
 
     def concrete_url(self) -> str:
         """A URL a client can connect to; starts the embedded PostgreSQL when none is set."""

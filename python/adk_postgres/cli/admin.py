@@ -142,6 +142,7 @@ def doctor_command(settings: Settings, as_json: bool) -> None:
     Changes nothing.
     """
     report: DoctorReport = run_async(_admin(settings).doctor())
+    report = _with_this_invocation(report, settings)
     if as_json:
         _json(report)
     else:
@@ -160,6 +161,23 @@ def doctor_command(settings: Settings, as_json: bool) -> None:
         # Not click's Exit: `run()` calls click with standalone_mode=False, which turns Exit
         # into a return value.
         sys.exit(EXIT_FAILURE)
+
+
+def _with_this_invocation(report: DoctorReport, settings: Settings) -> DoctorReport:
+    """The report with every suggested ``adk-postgres ...`` command carrying this invocation's
+    ``-d``/``--schema`` (a bare `adk-postgres migrate` would act on another database)."""
+    prefix = settings.command_prefix()
+    if prefix == "adk-postgres":
+        return report
+
+    def personal(text: str | None) -> str | None:
+        return text and text.replace("`adk-postgres ", f"`{prefix} ")
+
+    checks = [
+        dataclasses.replace(c, detail=personal(c.detail), advice=personal(c.advice))
+        for c in report.checks
+    ]
+    return dataclasses.replace(report, checks=checks)
 
 
 # --- stats -----------------------------------------------------------------------------------
@@ -202,7 +220,10 @@ def stats_command(settings: Settings, app_name: str | None, as_json: bool) -> No
     _say()
     _table(
         ["table", "total size", "rows (est.)"],
-        [[t.name, _size(t.bytes), t.rows_estimate] for t in stats.tables],
+        [
+            [t.name, _size(t.bytes), "unknown" if t.rows_estimate is None else t.rows_estimate]
+            for t in stats.tables
+        ],
     )
 
 

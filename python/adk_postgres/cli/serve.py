@@ -9,6 +9,7 @@ ADK's start-up banner and logs never show one.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import click
@@ -87,7 +88,13 @@ def _serve(settings: Settings, command: str, args: tuple[str, ...]) -> None:
         )
     # ADK's click group parses the rest and runs uvicorn in this process, so the registry
     # entries above are the ones its server uses.
-    adk_main.main(args=adk_arguments(command, args), prog_name="adk-postgres", standalone_mode=True)
+    # Not standalone: ADK's errors (and ours it wraps) reach `run()`, which prints them the
+    # way every adk-postgres command does.
+    status = adk_main.main(
+        args=adk_arguments(command, args), prog_name="adk-postgres", standalone_mode=False
+    )
+    if isinstance(status, int) and status != 0:
+        sys.exit(status)
 
 
 def _make_server_command(command: str, summary: str) -> click.Command:

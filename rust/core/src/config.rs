@@ -133,17 +133,45 @@ impl StoreConfig {
         }
     }
 
+    /// Where the server listens: `host=… port=…` for TCP; for unix sockets the socket files,
+    /// since `host=/some/dir port=5432` reads like a TCP port that could clash with a local
+    /// server (the port only names the socket file).
+    fn location(&self) -> String {
+        let hosts = self.pg.get_hosts();
+        let ports = self.pg.get_ports();
+        let sockets: Option<Vec<String>> = hosts
+            .iter()
+            .enumerate()
+            .map(|(i, host)| {
+                let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+                socket_file(host, port)
+            })
+            .collect();
+        match sockets {
+            Some(files) if !files.is_empty() => format!("unix socket {}", files.join(",")),
+            _ => format!("host={} port={}", self.hosts(), self.ports()),
+        }
+    }
+
     /// A description of the target that is safe to print: hosts, ports, database, user —
     /// never the password.
     pub fn describe(&self) -> String {
         format!(
-            "host={} port={} dbname={} user={} schema={}",
-            self.hosts(),
-            self.ports(),
+            "{} dbname={} user={} schema={}",
+            self.location(),
             self.pg.get_dbname().or(self.pg.get_user()).unwrap_or(""),
             self.pg.get_user().unwrap_or(""),
             self.options.schema
         )
+    }
+}
+
+/// The socket file of a unix-socket host (`None` for TCP).
+fn socket_file(host: &Host, port: u16) -> Option<String> {
+    match host {
+        Host::Tcp(_) => None,
+        #[cfg(unix)]
+        Host::Unix(dir) => Some(dir.join(format!(".s.PGSQL.{port}")).display().to_string()),
     }
 }
 
@@ -410,6 +438,23 @@ mod tests {
         let cfg = parse("postgresql://postgres:@/postgres?host=/var/lib/pg/data").unwrap();
         assert_eq!(cfg.pg.get_hosts(), &[Host::Unix("/var/lib/pg/data".into())]);
         assert_eq!(cfg.pg.get_dbname(), Some("postgres"));
+    }
+
+    #[test]
+    fn a_unix_socket_is_described_by_its_socket_file_not_as_a_port() {
+        let cfg = parse("postgresql://postgres:pw@/postgres?host=/var/lib/pg/data").unwrap();
+        assert_eq!(
+            cfg.describe(),
+            "unix socket /var/lib/pg/data/.s.PGSQL.5432 dbname=postgres user=postgres schema=public"
+        );
+        let two = parse("postgresql://u@/d?host=/run/a,/run/b&port=6000").unwrap();
+        assert!(two
+            .describe()
+            .starts_with("unix socket /run/a/.s.PGSQL.6000,/run/b/.s.PGSQL.6000 "));
+        let tcp = parse("postgresql://u:pw@db.example:6543/app").unwrap();
+        assert!(tcp
+            .describe()
+            .starts_with("host=db.example port=6543 dbname=app "));
     }
 
     #[test]

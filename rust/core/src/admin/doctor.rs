@@ -96,8 +96,10 @@ impl DoctorReport {
     }
 }
 
-/// The schema check: current, pending migrations, or newer than this build.
-fn schema_check(schema: &str, status: &MigrationStatus) -> Check {
+/// The schema check: current, pending migrations, or newer than this build. Pending
+/// migrations are a warning, not a failure: the services apply them on first use, provided
+/// the role may create in the schema (`can_create`; the privileges check fails otherwise).
+fn schema_check(schema: &str, status: &MigrationStatus, can_create: bool) -> Check {
     if status.current > status.latest {
         Check::new(
             "schema",
@@ -114,17 +116,26 @@ fn schema_check(schema: &str, status: &MigrationStatus) -> Check {
             .iter()
             .map(|(v, n)| format!("{v} {n}"))
             .collect();
+        let who = if can_create {
+            "the services apply them on first use (this role may)"
+        } else {
+            "this role may not apply them: the services will fail until the owner migrates"
+        };
         Check::new(
             "schema",
-            CheckStatus::Fail,
+            CheckStatus::Warn,
             format!(
-                "schema {schema:?} is at version {} of {}; pending: {}",
+                "schema {schema:?} is at version {} of {}; pending: {}; {who}",
                 status.current,
                 status.latest,
                 names.join(", ")
             ),
         )
-        .advise("run `adk-postgres migrate` (with a role that may create in the schema)")
+        .advise(if can_create {
+            "run `adk-postgres migrate` to apply them now, before the first request waits for them"
+        } else {
+            "run `adk-postgres migrate` as the schema's owner (or grant CREATE to this role)"
+        })
     } else {
         Check::new(
             "schema",
@@ -361,9 +372,6 @@ impl Admin {
             Err(err) => return Err(err),
         };
         let pending = status.as_ref().is_some_and(|s| !s.pending.is_empty());
-        if let Some(status) = &status {
-            report.checks.push(schema_check(schema, status));
-        }
         let tables: Vec<&str> = DATA_TABLES.to_vec();
         let row = one(
             &client,
@@ -388,6 +396,9 @@ impl Admin {
             (row.get(0), row.get(1), row.get(2));
         let dml: Option<bool> = row.get(3);
         report.can_create = Some(can_create);
+        if let Some(status) = &status {
+            report.checks.push(schema_check(schema, status, can_create));
+        }
         let where_ = if schema_exists {
             format!("in schema {schema:?}")
         } else {

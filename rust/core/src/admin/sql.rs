@@ -121,7 +121,7 @@ impl AdminSql {
                         (SELECT COALESCE(sum(size), 0)::int8 FROM {s}.artifact_contents) AS e
                  UNION ALL
                  SELECT 1::int2, t.name, pg_total_relation_size(c.oid),
-                        GREATEST(c.reltuples, 0)::int8, NULL, NULL, NULL
+                        CASE WHEN c.reltuples >= 0 THEN c.reltuples::int8 END, NULL, NULL, NULL
                    FROM unnest($2::text[]) AS t(name)
                    JOIN pg_class c ON c.oid = to_regclass(format('%I.%I', {schema_lit}, t.name))
                   ORDER BY 1",

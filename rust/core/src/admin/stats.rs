@@ -22,8 +22,9 @@ pub struct AppStats {
 pub struct TableSize {
     pub name: String,
     pub bytes: i64,
-    /// The planner's row estimate (`pg_class.reltuples`).
-    pub rows_estimate: i64,
+    /// The planner's row estimate (`pg_class.reltuples`); `None` until the table was first
+    /// analyzed (PostgreSQL 14+ keeps -1 there; printing 0 would read like an empty table).
+    pub rows_estimate: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -170,8 +170,10 @@ async def test_migrate_on_an_empty_schema_then_status(
 # --- doctor ----------------------------------------------------------------------------------
 
 
-async def test_doctor_passes_on_the_test_server(base: list[str]) -> None:
+async def test_doctor_passes_on_the_test_server(base: list[str], services) -> None:
     assert (await cli(*base, "migrate")).exit_code == 0
+    # The memory service installs pg_trgm where it may: the doctor then says where it is.
+    await services[2].search_memory(app_name="a", user_id="u", query="x")
     result = await cli(*base, "doctor")
     assert result.exit_code == 0, result.output
     assert "FAIL" not in result.stdout
@@ -198,6 +200,14 @@ async def test_doctor_passes_on_the_test_server(base: list[str]) -> None:
     assert report["pool"]["max_size"] == 10
     assert report["can_create"] is True
     assert {e["name"] for e in report["extensions"]} == {"pg_trgm", "vector"}
+    for extension in report["extensions"]:
+        # Installed ones say where: extensions are database-wide, outside our schema.
+        assert (extension["schema"] is not None) == (extension["installed"] is not None)
+        if extension["installed"]:
+            line = next(
+                x for x in result.stdout.splitlines() if f"extension {extension['name']}" in x
+            )
+            assert f'in schema "{extension["schema"]}"' in line
 
 
 async def test_doctor_warns_about_an_unmigrated_schema_and_its_advice_works(

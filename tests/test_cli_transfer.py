@@ -208,7 +208,9 @@ async def test_export_and_restore_round_trip(
     assert exported.returncode == 0, exported.stderr
     assert "exported 3 sessions, 9 events of 2 app(s)" in exported.stderr
     lines = dump.read_bytes().splitlines()
-    assert len(lines) == 4 and b'"format":"adk-postgres-export"' in lines[0]
+    assert b'"format":"adk-postgres-export"' in lines[0]
+    session_lines = [i for i, line in enumerate(lines) if line.startswith(b'{"type":"session"')]
+    assert len(session_lines) == 3
 
     restored_schema = f"r_{uuid.uuid4().hex[:10]}"
     target = PostgresSessionService(pg_url, schema=restored_schema, cache_bytes=0)
@@ -222,22 +224,27 @@ async def test_export_and_restore_round_trip(
 
         only_docs = cli(pg_url, schema_name, "export", "--app", "docs")
         assert only_docs.returncode == 0
-        assert len(only_docs.stdout.splitlines()) == 2  # header + one session
+        docs_lines = only_docs.stdout.splitlines()
+        assert sum(line.startswith('{"type":"session"') for line in docs_lines) == 1
+        assert '"shop"' not in only_docs.stdout
 
-        # A bad third line: the first session is restored, the bad one is not, error names it.
+        # A bad second session: the first session is restored, the bad one is not, and the
+        # error names its line.
         bad = tmp_path / "bad.jsonl"
-        broken = lines[2].replace(b'"events":[', b'"events":[{"author": 5},', 1)
-        bad.write_bytes(b"\n".join([lines[0], lines[1], broken, lines[3]]) + b"\n")
+        second = session_lines[1]
+        broken = lines[second].replace(b'"events":[', b'"events":[{"author": 5},', 1)
+        bad_lines = [*lines[:second], broken, *lines[second + 1 :]]
+        bad.write_bytes(b"\n".join(bad_lines) + b"\n")
         fresh_schema = f"r_{uuid.uuid4().hex[:10]}"
         failed = cli(pg_url, fresh_schema, "restore", str(bad))
         assert failed.returncode == 1
-        assert "line 3" in failed.stderr and "Traceback" not in failed.stderr
+        assert f"line {second + 1}" in failed.stderr and "Traceback" not in failed.stderr
         counts = await pg_admin.fetchval(f'SELECT count(*) FROM "{fresh_schema}".sessions')
         assert counts == 1
         await pg_admin.execute(f'DROP SCHEMA "{fresh_schema}" CASCADE')
 
         wrong = tmp_path / "wrong.jsonl"
-        wrong.write_bytes(lines[0].replace(b'"version":1', b'"version":99') + b"\n")
+        wrong.write_bytes(lines[0].replace(b'"version":2', b'"version":99') + b"\n")
         refused = cli(pg_url, restored_schema, "restore", str(wrong))
         assert refused.returncode == 1 and "version 99 is not supported" in refused.stderr
     finally:

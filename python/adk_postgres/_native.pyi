@@ -219,6 +219,13 @@ class Memory:
 # --- Operations (rust/python/src/admin.rs): plain dicts, turned into dataclasses by
 # adk_postgres.admin.
 
+class BackupReader:
+    """A read-only snapshot of the backup tables, read a batch at a time."""
+
+    # (table, [row as JSON bytes]) or None when every table was read.
+    def next_batch(self) -> Awaitable[tuple[str, list[bytes]] | None]: ...
+    def close(self) -> Awaitable[None]: ...
+
 class Admin:
     """Migration status, doctor, stats and prune on a Database's pool and schema."""
 
@@ -228,8 +235,15 @@ class Admin:
     def migration_status(self) -> Awaitable[dict[str, object]]: ...
     # {"target", "checks": [(name, status, detail, advice)], "connect_ms", "round_trip_ms",
     #  "server_version", "user", "superuser", "tls", "extensions": [(name, available,
-    #  installed)], "pool", "migrations", "can_create"}
+    #  installed, schema)], "pool", "migrations", "can_create"}
     def doctor(self) -> Awaitable[dict[str, object]]: ...
+    # A snapshot of the backup tables of `groups` ("sessions", "artifacts", "memory",
+    # "tenancy"), of one app when given.
+    def open_backup(
+        self, groups: list[str], app_name: str | None = None
+    ) -> Awaitable[BackupReader]: ...
+    # Inserts backed-up rows (JSON objects) of `table` in one transaction; returns the new ones.
+    def restore_rows(self, table: str, rows: list[bytes]) -> Awaitable[int]: ...
     # {"apps": [(app, users, sessions, events, files, versions, bytes, memories)], "totals",
     #  "artifact_contents", "stored_contents", "stored_content_bytes",
     #  "tables": [(name, bytes, rows_estimate or None)]}

@@ -105,6 +105,8 @@ class ExtensionInfo:
     available: str | None
     #: Version installed in the database (``None``: not installed).
     installed: str | None
+    #: Schema holding its objects when installed (extensions belong to the whole database).
+    schema: str | None = None
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""``adk-postgres import``, ``export`` and ``restore``: moving sessions in and out.
+"""``adk-postgres import``, ``export`` and ``restore``: moving sessions (and, for export and
+restore, artifacts, memory and tenancy) in and out.
 
 Progress goes to stderr (rich), results to stdout, so ``export -o -`` can be piped.
 """
@@ -14,7 +15,7 @@ from typing import BinaryIO
 import click
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from ..transfer import export_sessions, import_sessions, restore_sessions
+from ..transfer import PARTS, export_backup, import_sessions, restore_backup
 from ..transfer.sources import redact
 from ._app import EXIT_FAILURE, main, run_async
 from ._output import console, err_console, fail
@@ -83,8 +84,27 @@ def import_command(settings: Settings, source_url: str, app_name: str | None, dr
     run_async(run())
 
 
+def _parts(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _row_counts(rows: dict[str, int], added: dict[str, int] | None = None) -> str:
+    """``artifact_versions 3 (1 new), ...`` for the tables with rows."""
+    return ", ".join(
+        f"{table} {count}" + (f" ({added.get(table, 0)} new)" if added is not None else "")
+        for table, count in rows.items()
+    )
+
+
 @main.command("export")
-@click.option("--app", "app_name", metavar="NAME", help="Only this app's sessions.")
+@click.option("--app", "app_name", metavar="NAME", help="Only this app's data.")
+@click.option(
+    "--only",
+    metavar="PARTS",
+    help=f"Comma-separated parts to export: {','.join(PARTS)} (default: all).",
+)
 @click.option(
     "-o",
     "--output",
@@ -94,28 +114,40 @@ def import_command(settings: Settings, source_url: str, app_name: str | None, dr
     help="File to write, '-' for stdout.",
 )
 @click.pass_obj
-def export_command(settings: Settings, app_name: str | None, output: Path) -> None:
-    """Write sessions, events and app/user state as JSON Lines (one session per line)."""
+def export_command(
+    settings: Settings, app_name: str | None, only: str | None, output: Path
+) -> None:
+    """Write everything adk-postgres keeps as JSON Lines: sessions with their events, app and
+    user state, artifacts (versions, metadata and content, streamed), memory entries (with
+    embeddings) and tenancy grants. Artifact contents kept in files (content_dir) are
+    exported as rows only: back up that directory too."""
+    parts = _parts(only)
 
     async def run(out: BinaryIO) -> None:
         with _progress("export") as progress:
             task = progress.add_task("exporting", total=None)
-            report = await export_sessions(
+            report = await export_backup(
                 settings.database(),
                 out,
                 app_name=app_name,
-                progress=lambda n: progress.update(task, description=f"{n} sessions"),
+                only=parts,
+                progress=lambda what: progress.update(task, description=f"exported {what}"),
             )
         out.flush()
-        err_console.print(
-            f"exported {report.sessions} sessions, {report.events} events of {report.apps} app(s)",
-            highlight=False,
-            soft_wrap=True,
+        summary = (
+            f"exported {report.sessions} sessions, {report.events} events of {report.apps} app(s)"
         )
+        if report.rows:
+            summary += f"; rows: {_row_counts(report.rows)}"
+        err_console.print(summary, highlight=False, soft_wrap=True)
 
     if str(output) == "-":
         run_async(run(sys.stdout.buffer))
     else:
+        # Checked before the file is created, so a typo leaves no empty file behind.
+        from ..transfer.jsonl import check_parts
+
+        check_parts(parts)
         with output.open("wb") as out:
             run_async(run(out))
 
@@ -124,22 +156,25 @@ def export_command(settings: Settings, app_name: str | None, output: Path) -> No
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
 @click.pass_obj
 def restore_command(settings: Settings, file: Path) -> None:
-    """Load an export (FILE, or '-' for stdin). Sessions and events already present are kept;
-    running it twice equals running it once. A malformed line stops it with an error naming
-    the line; nothing of that session is written."""
+    """Load an export (FILE, or '-' for stdin). What is already here wins: sessions, events
+    and rows already present are kept, app/user state keys already present win; running it
+    twice equals running it once. A malformed line stops it with an error naming the line;
+    nothing of that session (or batch of rows) is written."""
 
     async def run(lines: BinaryIO) -> None:
         with _progress("restore") as progress:
             task = progress.add_task("restoring", total=None)
-            report = await restore_sessions(
+            report = await restore_backup(
                 settings.database(),
                 lines,
-                progress=lambda n: progress.update(task, description=f"{n} sessions"),
+                progress=lambda what: progress.update(task, description=f"restoring {what}"),
             )
         _say(
             f"restored {report.sessions} sessions ({report.sessions_created} new), "
             f"{report.events} events ({report.events_added} new)"
         )
+        if report.rows:
+            _say(f"rows: {_row_counts(report.rows, report.rows_added)}")
 
     if str(file) == "-":
         run_async(run(sys.stdin.buffer))

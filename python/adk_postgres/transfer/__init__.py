@@ -1,4 +1,5 @@
-"""Moving sessions in and out: `import` from ADK's own databases, `export`/`restore` JSON Lines.
+"""Moving sessions in and out: `import` from ADK's own databases, `export`/`restore` JSON Lines
+(sessions, artifacts, memory and tenancy).
 
 * `sources` reads an ADK database through ADK's own session services.
 * `writer` turns an ADK `Session` into one bulk write (see ``rust/core/src/transfer.rs``).
@@ -7,14 +8,24 @@
 """
 
 from .importer import ImportReport, import_sessions
-from .jsonl import EXPORT_FORMAT, EXPORT_VERSION, RestoreReport, export_sessions, restore_sessions
+from .jsonl import (
+    EXPORT_FORMAT,
+    EXPORT_VERSION,
+    PARTS,
+    ExportReport,
+    RestoreReport,
+    export_backup,
+    restore_backup,
+)
 
 __all__ = [
     "EXPORT_FORMAT",
     "EXPORT_VERSION",
+    "PARTS",
+    "ExportReport",
     "ImportReport",
     "RestoreReport",
-    "export_sessions",
+    "export_backup",
     "import_sessions",
-    "restore_sessions",
+    "restore_backup",
 ]

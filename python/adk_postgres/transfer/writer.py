@@ -42,8 +42,9 @@ async def write_session(
         create_time,
         last_update_time,
         [(e.id, e.invocation_id, e.timestamp, encode_event(e)) for e in events],
-        encode_state(app_state, "app state") if app_state else None,
-        encode_state(user_state, "user state") if user_state else None,
+        # An empty {} state is a row too: kept, not turned into "no row".
+        encode_state(app_state, "app state") if app_state is not None else None,
+        encode_state(user_state, "user state") if user_state is not None else None,
     )
     return WriteOutcome(*result)
 

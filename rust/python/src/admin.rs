@@ -8,18 +8,54 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use adk_postgres_core::admin::{
-    Admin, AppPruned, AppStats, DoctorReport, MigrationStatus, PruneOptions, PruneReport, Stats,
+    Admin, AppPruned, AppStats, BackupReader, DoctorReport, MigrationStatus, PruneOptions,
+    PruneReport, Stats,
 };
 use adk_postgres_core::db::Database;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList};
 
-use crate::call::{call, Service};
+use crate::call::{call, to_py, Bytes, Service};
 use crate::database::PyDatabase;
 
 #[pyclass(module = "adk_postgres._native", name = "Admin", frozen)]
 pub struct PyAdmin {
     inner: Arc<Admin>,
+}
+
+/// `adk_postgres._native.BackupReader`: a snapshot of the backup tables, read in batches.
+#[pyclass(module = "adk_postgres._native", name = "BackupReader", frozen)]
+pub struct PyBackupReader {
+    inner: Arc<BackupReader>,
+}
+
+impl Service for BackupReader {
+    fn database(&self) -> &Arc<Database> {
+        BackupReader::database(self)
+    }
+}
+
+#[pymethods]
+impl PyBackupReader {
+    /// The next `(table, [row JSON bytes])`, or `None` when every table was read.
+    fn next_batch<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        call(
+            py,
+            &self.inner,
+            |r| async move { r.next_batch().await },
+            |py, batch| match batch {
+                None => Ok(py.None()),
+                Some((table, rows)) => {
+                    to_py(py, (table, rows.into_iter().map(Bytes).collect::<Vec<_>>()))
+                }
+            },
+        )
+    }
+
+    /// Ends the snapshot (the connection goes back to the pool).
+    fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        call(py, &self.inner, |r| async move { r.close().await }, to_py)
+    }
 }
 
 impl Service for Admin {
@@ -67,6 +103,7 @@ fn doctor_to_py<'py>(py: Python<'py>, r: &DoctorReport) -> PyResult<Bound<'py, P
             e.name.as_str(),
             e.available.as_deref(),
             e.installed.as_deref(),
+            e.schema.as_deref(),
         ))?;
     }
     d.set_item("extensions", extensions)?;
@@ -181,6 +218,43 @@ impl PyAdmin {
             &self.inner,
             |a| async move { a.doctor().await },
             |py, r| dict(doctor_to_py(py, &r)),
+        )
+    }
+
+    /// A snapshot of the backup tables of `groups` (of one app when given).
+    #[pyo3(signature = (groups, app_name=None))]
+    fn open_backup<'py>(
+        &self,
+        py: Python<'py>,
+        groups: Vec<String>,
+        app_name: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        call(
+            py,
+            &self.inner,
+            |a| async move { a.open_backup(&groups, app_name).await },
+            |py, reader| {
+                let reader = PyBackupReader {
+                    inner: Arc::new(reader),
+                };
+                Ok(Py::new(py, reader)?.into_any())
+            },
+        )
+    }
+
+    /// Inserts backed-up rows of `table` in one transaction; returns how many were new.
+    fn restore_rows<'py>(
+        &self,
+        py: Python<'py>,
+        table: String,
+        rows: Vec<Bound<'py, PyBytes>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let rows: Vec<Vec<u8>> = rows.iter().map(|r| r.as_bytes().to_vec()).collect();
+        call(
+            py,
+            &self.inner,
+            |a| async move { a.restore_rows(&table, &rows).await },
+            to_py,
         )
     }
 

@@ -53,6 +53,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<artifacts::PyArtifacts>()?;
     m.add_class::<memory::PyMemory>()?;
     m.add_class::<admin::PyAdmin>()?;
+    m.add_class::<admin::PyBackupReader>()?;
     m.add_class::<tenancy::PyTenancy>()?;
     m.add_function(wrap_pyfunction!(json_nesting_depth, m)?)?;
     m.add_function(wrap_pyfunction!(check_schema_name, m)?)?;

@@ -60,6 +60,9 @@ pub struct ExtensionInfo {
     pub available: Option<String>,
     /// Version installed in this database (`None`: not installed).
     pub installed: Option<String>,
+    /// The schema its objects live in when installed. Extensions are per database, not per
+    /// schema: dropping adk-postgres's schema leaves them.
+    pub schema: Option<String>,
 }
 
 /// Pool configuration and counters.
@@ -270,9 +273,11 @@ impl Admin {
         let names: Vec<&str> = EXTENSIONS.to_vec();
         for row in rows(
             &client,
-            "SELECT x.name, a.default_version::text, a.installed_version::text
+            "SELECT x.name, a.default_version::text, a.installed_version::text, n.nspname::text
                    FROM unnest($1::text[]) AS x(name)
                    LEFT JOIN pg_available_extensions a ON a.name = x.name
+                   LEFT JOIN pg_extension e ON e.extname = x.name
+                   LEFT JOIN pg_namespace n ON n.oid = e.extnamespace
                   ORDER BY x.name",
             &[&names],
         )
@@ -282,6 +287,7 @@ impl Admin {
                 name: row.get(0),
                 available: row.get(1),
                 installed: row.get(2),
+                schema: row.get(3),
             });
         }
         for ext in &report.extensions {
@@ -302,7 +308,15 @@ impl Admin {
                 "extension vector"
             };
             report.checks.push(match (&ext.available, &ext.installed) {
-                (_, Some(v)) => Check::new(name, CheckStatus::Ok, format!("installed ({v})")),
+                (_, Some(v)) => Check::new(
+                    name,
+                    CheckStatus::Ok,
+                    format!(
+                        "installed ({v}) in schema {:?} (for the whole database: dropping \
+                         adk-postgres's schema keeps it)",
+                        ext.schema.as_deref().unwrap_or("?")
+                    ),
+                ),
                 (Some(v), None) => Check::new(
                     name,
                     CheckStatus::Ok,

@@ -11,9 +11,11 @@
 //! writable (see [`Store::prune`]).
 //!
 //! Files: `sql.rs` (the statements), `migrate.rs` (status), `doctor.rs` (health checks; the
-//! advice for a failed connection is `advice.rs`), `stats.rs`, `prune.rs`.
+//! advice for a failed connection is `advice.rs`), `stats.rs`, `prune.rs`, `backup.rs` (the
+//! tables `export`/`restore` carry as rows).
 
 mod advice;
+mod backup;
 mod doctor;
 mod migrate;
 mod prune;
@@ -26,6 +28,7 @@ use std::time::Instant;
 use tokio_postgres::Row;
 
 pub use advice::{classify_connect_error, ConnectFailure};
+pub use backup::{BackupReader, BackupTable, BACKUP_GROUPS, BACKUP_TABLES};
 pub use doctor::{Check, CheckStatus, DoctorReport, ExtensionInfo, PoolInfo};
 pub use migrate::{AppliedMigration, MigrationStatus};
 pub use prune::{AppPruned, PruneOptions, PruneReport};

@@ -145,7 +145,12 @@ def test_api_server_keeps_everything_across_a_restart(pg_url: str, schema_name: 
         # A new conversation of the same user recalls the old one through ADK memory.
         fresh = client.post(f"/apps/{APP}/users/{USER}/sessions", json={}).json()
         recalled = _run(client, fresh["id"], "recall door code")
-        assert "the blue door code is 4411" in _texts(recalled)[-1]
+        assert _texts(recalled)[-1] == "I remember: the blue door code is 4411"
+        # Asking again, in yet another session: still only the fact, never the earlier
+        # question or answer (only notes go to memory, not whole turns).
+        third = client.post(f"/apps/{APP}/users/{USER}/sessions", json={}).json()
+        again = _run(client, third["id"], "recall door code")
+        assert _texts(again)[-1] == "I remember: the blue door code is 4411"
         assert fresh["state"] == {"user:notes_total": 2}
         sessions = client.get(f"/apps/{APP}/users/{USER}/sessions").json()
-        assert {s["id"] for s in sessions} == {session_id, fresh["id"]}
+        assert {s["id"] for s in sessions} == {session_id, fresh["id"], third["id"]}

@@ -2,10 +2,11 @@
 artifact and a memory search, all stored by adk-postgres.
 
 Say ``remember <a fact>`` to store a note (session state ``notes``, user state
-``user:notes_total``, and the artifact ``notes.md``), and ``recall <words>`` to search what
-earlier sessions of the same user were about (ADK memory, filled after every turn by
-``after_agent_callback``). Offline by default with a deterministic local model; with
-``GOOGLE_API_KEY`` set it uses Gemini.
+``user:notes_total``, the artifact ``notes.md`` and one ADK memory entry), and ``recall
+<words>`` to search the notes of every earlier session of the same user (ADK memory). Only the
+notes go to memory, not whole turns: otherwise a later "recall" would find the earlier
+"recall" questions and answers instead of the facts. Offline by default with a deterministic
+local model; with ``GOOGLE_API_KEY`` set it uses Gemini.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from google.adk.agents import LlmAgent
-from google.adk.agents.callback_context import CallbackContext
+from google.adk.memory.memory_entry import MemoryEntry
 from google.adk.models.base_llm import BaseLlm
 from google.adk.models.llm_request import LlmRequest
 from google.adk.models.llm_response import LlmResponse
@@ -39,6 +40,17 @@ async def remember(fact: str, tool_context: ToolContext) -> dict[str, Any]:
     version = await tool_context.save_artifact(
         NOTES_ARTIFACT, types.Part.from_bytes(data=text.encode(), mime_type="text/markdown")
     )
+    # The fact itself goes to memory, keyed by session and note number (saying it again in
+    # the same session updates the entry instead of adding a copy).
+    await tool_context.add_memory(
+        memories=[
+            MemoryEntry(
+                id=f"note-{tool_context.session.id}-{len(notes)}",
+                content=types.Content(role="user", parts=[types.Part(text=fact)]),
+                author="user",
+            )
+        ]
+    )
     return {"notes": notes, "notes_total": total, "artifact_version": version}
 
 
@@ -57,11 +69,6 @@ async def recall(query: str, tool_context: ToolContext) -> dict[str, Any]:
         if part.text
     ]
     return {"query": query, "matches": texts[:5]}
-
-
-async def add_turn_to_memory(callback_context: CallbackContext) -> None:
-    """After each turn, the session goes to ADK memory (upserted by event id)."""
-    await callback_context.add_session_to_memory()
 
 
 class OfflineChatModel(BaseLlm):
@@ -118,5 +125,4 @@ root_agent = LlmAgent(
         "or say 'recall X', call recall(query=X). Answer in one short sentence."
     ),
     tools=[remember, recall],
-    after_agent_callback=add_turn_to_memory,
 )

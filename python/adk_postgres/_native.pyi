@@ -3,7 +3,7 @@ native surface. ``Database`` is one pool on one schema; each service class is bu
 and shares its pool. Every I/O method returns an awaitable resolved on the calling event loop.
 """
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from os import PathLike
 from pathlib import Path
 from typing import Literal
@@ -61,6 +61,8 @@ class Database:
         failover_timeout: float = 0.0,
         response_timeout: float | None = None,
         read_url: str | None = None,
+        # Called on a worker thread before each new connection; returns the password.
+        password: Callable[[], str] | None = None,
     ) -> None: ...
     def describe(self) -> str: ...
     @property

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import inspect
 import os
 import weakref
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -81,6 +83,32 @@ def split_url_options(url: str) -> tuple[str, dict[str, bool | float]]:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment)), options
 
 
+#: What ``password=`` takes: a function returning the password, or an awaitable of it.
+PasswordFunction = Callable[[], str | Awaitable[str]]
+
+
+def _blocking_password(password: PasswordFunction) -> Callable[[], str]:
+    """``password`` as the plain function the native pool calls on a worker thread: an async
+    one is run to completion there, on an event loop of its own."""
+    if not callable(password):
+        raise ConfigurationError(
+            f"password must be a function returning a str, got {type(password).__name__}"
+        )
+
+    async def wait(awaitable: Awaitable[str]) -> str:
+        return await awaitable
+
+    def fetch() -> str:
+        value = password()
+        if inspect.isawaitable(value):
+            value = asyncio.run(wait(value))
+        if not isinstance(value, str):
+            raise TypeError(f"the password function returned {type(value).__name__}, not str")
+        return value
+
+    return fetch
+
+
 class Database:
     """A pooled connection to PostgreSQL for the adk-postgres services.
 
@@ -110,6 +138,13 @@ class Database:
             ``target_session_attrs=prefer-standby``): sessions, artifact loads and lists and
             memory searches go there, and are redone on the primary when the standby has not
             yet replayed what this process wrote or read (see README, "Read replicas").
+        password: a function asked for the password each time the pool opens a connection
+            (sync or async, returning ``str``), for credentials that expire: cloud IAM
+            database tokens, a secrets manager's rotating password. It wins over a password
+            in the URL. It runs on a worker thread (an async one on its own event loop there),
+            never on the caller's loop; if it raises, the connection fails with
+            `DatabaseConnectionError` naming its error. Connections already open keep working
+            when the password changes, as in PostgreSQL itself.
 
     ``statement_cache``, ``coalesce_appends``, ``failover_timeout`` and ``response_timeout``
     may also come from the URL's query string (``postgresql://…:6432/db?statement_cache=false``);
@@ -132,6 +167,7 @@ class Database:
         failover_timeout: float | None = None,
         response_timeout: float | None = None,
         read_uri: str | None = None,
+        password: PasswordFunction | None = None,
     ) -> None:
         if not isinstance(schema, str):
             raise ConfigurationError(f"schema must be a str, got {type(schema).__name__}")
@@ -162,6 +198,7 @@ class Database:
             "failover_timeout": failover_timeout,
             "response_timeout": response_timeout,
             "read_url": read_uri,
+            "password": None if password is None else _blocking_password(password),
         }
         self._closed = False
         self._store: NativeDatabase | None = None

@@ -68,6 +68,8 @@ pub struct StoreConfig {
     pub tls_verify: TlsVerify,
     pub ssl_root_cert: Option<PathBuf>,
     pub options: StoreOptions,
+    /// Asked for the password at each new connection (instead of the URL's).
+    pub password_source: Option<crate::password::PasswordSource>,
 }
 
 const MAX_IDENTIFIER_LEN: usize = 63;
@@ -105,6 +107,7 @@ impl StoreConfig {
             tls_verify: pre.tls_verify,
             ssl_root_cert: pre.ssl_root_cert,
             options,
+            password_source: None,
         })
     }
 

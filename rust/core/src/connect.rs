@@ -14,16 +14,25 @@ use tokio_postgres::config::Host;
 use tokio_postgres::{Client, Config};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use crate::password::PasswordSource;
+
 /// deadpool's connector: the hosts one by one, each within the timeout.
 pub struct PerHost {
     tls: MakeRustlsConnect,
+    /// Asked before each connection, when the password is not the URL's.
+    password: Option<PasswordSource>,
     /// One configuration per host of the URL (the URL's own when it names one host).
     hosts: Vec<Config>,
     timeout: Duration,
 }
 
 impl PerHost {
-    pub fn new(config: &Config, tls: MakeRustlsConnect, timeout: Duration) -> Self {
+    pub fn new(
+        config: &Config,
+        tls: MakeRustlsConnect,
+        timeout: Duration,
+        password: Option<PasswordSource>,
+    ) -> Self {
         let hosts = if config.get_hosts().len() > 1 {
             (0..config.get_hosts().len())
                 .map(|i| one_host(config, i))
@@ -33,6 +42,7 @@ impl PerHost {
         };
         PerHost {
             tls,
+            password,
             hosts,
             timeout,
         }
@@ -50,8 +60,25 @@ impl Connect for PerHost {
         _all_hosts: &Config,
     ) -> BoxFuture<'_, Result<(Client, JoinHandle<()>), tokio_postgres::Error>> {
         Box::pin(async move {
+            let password = match &self.password {
+                // A failed fetch is reported by the pool (see `password.rs`).
+                Some(source) => match source.fetch().await {
+                    Some(password) => Some(password),
+                    None => return Err(tokio_postgres::Error::__private_api_timeout()),
+                },
+                None => None,
+            };
             let mut last = None;
-            for config in &self.hosts {
+            for host in &self.hosts {
+                let mut with_password;
+                let config = match &password {
+                    Some(password) => {
+                        with_password = host.clone();
+                        with_password.password(password.as_str());
+                        &with_password
+                    }
+                    None => host,
+                };
                 let attempt = config.connect(self.tls.clone());
                 match tokio::time::timeout(self.timeout, attempt).await {
                     Ok(Ok((client, connection))) => {

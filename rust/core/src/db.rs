@@ -149,7 +149,12 @@ impl Database {
                 "the database handle is closed",
             ));
         }
-        pool::acquire(&self.pool, || self.config.describe()).await
+        pool::acquire(
+            &self.pool,
+            || self.config.describe(),
+            self.config.password_source.as_ref(),
+        )
+        .await
     }
 
     /// A pooled connection to a migrated schema, waiting out a failover (see `failover.rs`).
@@ -283,7 +288,13 @@ impl Database {
         if self.migrated.get().is_none() {
             self.migrate().await?;
         }
-        match pool::acquire(&replica.pool, || replica.config.describe()).await {
+        match pool::acquire(
+            &replica.pool,
+            || replica.config.describe(),
+            replica.config.password_source.as_ref(),
+        )
+        .await
+        {
             Ok(conn) => Ok(Some(conn)),
             Err(err) if is_lost(&err) || err.kind == ErrorKind::PoolTimeout => {
                 self.replica_failed(None);

@@ -36,6 +36,7 @@ pub mod failover;
 pub mod ident;
 pub mod memory;
 pub mod migrations;
+pub mod password;
 pub mod pool;
 pub mod replica;
 pub mod sessions;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::config::StoreConfig;
 use crate::connect::PerHost;
 use crate::error::{ErrorKind, Result, StoreError};
+use crate::password::PasswordSource;
 use crate::tls::make_connector;
 
 /// Beyond every host's own timeout (see `connect.rs`), before the pool gives up on a connect.
@@ -18,7 +19,12 @@ const CREATE_MARGIN: Duration = Duration::from_secs(1);
 pub fn build_pool(config: &StoreConfig) -> Result<Pool> {
     let tls = make_connector(config)?;
     let options = &config.options;
-    let connect = PerHost::new(&config.pg, tls, options.connect_timeout);
+    let connect = PerHost::new(
+        &config.pg,
+        tls,
+        options.connect_timeout,
+        config.password_source.clone(),
+    );
     let create_timeout = connect.total_timeout() + CREATE_MARGIN;
     let manager = Manager::from_connect(
         config.pg.clone(),
@@ -42,8 +48,26 @@ pub fn build_pool(config: &StoreConfig) -> Result<Pool> {
 }
 
 /// Takes a connection from the pool, mapping every failure to a typed error.
-pub async fn acquire(pool: &Pool, describe: impl Fn() -> String) -> Result<Object> {
-    pool.get().await.map_err(|err| match err {
+/// `password`: the configuration's password source, whose failure replaces the connect
+/// error it caused.
+pub async fn acquire(
+    pool: &Pool,
+    describe: impl Fn() -> String,
+    password: Option<&PasswordSource>,
+) -> Result<Object> {
+    let result = pool.get().await;
+    if result.is_err() {
+        if let Some(reason) = password.and_then(PasswordSource::take_error) {
+            return Err(StoreError::new(
+                ErrorKind::Connection,
+                format!(
+                    "cannot connect to PostgreSQL ({}): the password function failed: {reason}",
+                    describe()
+                ),
+            ));
+        }
+    }
+    result.map_err(|err| match err {
         PoolError::Timeout(deadpool_postgres::TimeoutType::Wait) => StoreError::new(
             ErrorKind::PoolTimeout,
             format!(

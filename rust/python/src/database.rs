@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use adk_postgres_core::db::Database;
+use adk_postgres_core::password::PasswordSource;
 use adk_postgres_core::{StoreConfig, StoreOptions};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -19,7 +20,7 @@ pub struct PyDatabase {
 #[pymethods]
 impl PyDatabase {
     #[new]
-    #[pyo3(signature = (url, *, schema, pool_size, connect_timeout, acquire_timeout, statement_cache, application_name, coalesce_appends=true, failover_timeout=0.0, response_timeout=None, read_url=None))]
+    #[pyo3(signature = (url, *, schema, pool_size, connect_timeout, acquire_timeout, statement_cache, application_name, coalesce_appends=true, failover_timeout=0.0, response_timeout=None, read_url=None, password=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         url: &str,
@@ -33,6 +34,7 @@ impl PyDatabase {
         failover_timeout: f64,
         response_timeout: Option<f64>,
         read_url: Option<&str>,
+        password: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         let options = StoreOptions {
             pool_size,
@@ -51,7 +53,15 @@ impl PyDatabase {
             .map(|read_url| StoreConfig::parse(read_url, options.clone()))
             .transpose()
             .map_err(to_pyerr)?;
-        let config = StoreConfig::parse(url, options).map_err(to_pyerr)?;
+        let mut replica = replica;
+        let mut config = StoreConfig::parse(url, options).map_err(to_pyerr)?;
+        if let Some(password) = password {
+            let source = python_password_source(password);
+            config.password_source = Some(source.clone());
+            if let Some(replica) = &mut replica {
+                replica.password_source = Some(source);
+            }
+        }
         // The pools need the runtime's context to be created.
         let runtime = crate::runtime::runtime();
         let _guard = runtime.enter();
@@ -102,4 +112,27 @@ impl PyDatabase {
     pub(crate) fn handle(database: &Bound<'_, PyDatabase>) -> Arc<Database> {
         database.get().inner.clone()
     }
+}
+
+/// A password source that calls `fetch` (a Python callable returning `str`; the Python layer
+/// turns async callables into such) on a blocking thread, since it may block or take the GIL
+/// for a while, and the runtime's workers must not.
+fn python_password_source(fetch: Py<PyAny>) -> PasswordSource {
+    let fetch = Arc::new(fetch);
+    PasswordSource::new(move || {
+        let fetch = fetch.clone();
+        Box::pin(async move {
+            let asked = tokio::task::spawn_blocking(move || {
+                Python::attach(|py| {
+                    let value = fetch.call0(py).map_err(|err| err.to_string())?;
+                    value
+                        .extract::<String>(py)
+                        .map_err(|_| "the password function must return a str".to_string())
+                })
+            });
+            asked
+                .await
+                .map_err(|err| format!("the password function did not finish: {err}"))?
+        })
+    })
 }

@@ -177,7 +177,27 @@ impl Admin {
         // Connectivity, on a connection of its own so the failure can be classified.
         let started = Instant::now();
         let tls = crate::tls::make_connector(config)?;
-        let client = match config.pg.connect(tls).await {
+        let mut pg = config.pg.clone();
+        if let Some(source) = &config.password_source {
+            match source.fetch().await {
+                Some(password) => {
+                    pg.password(password);
+                }
+                None => {
+                    let reason = source.take_error().unwrap_or_default();
+                    report.checks.push(
+                        Check::new(
+                            "connection",
+                            CheckStatus::Fail,
+                            format!("the password function failed: {reason}"),
+                        )
+                        .advise("check the credentials the password function fetches"),
+                    );
+                    return Ok(report);
+                }
+            }
+        }
+        let client = match pg.connect(tls).await {
             Ok((client, connection)) => {
                 tokio::spawn(connection);
                 client

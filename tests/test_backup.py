@@ -54,6 +54,18 @@ async def other_schema(pg_direct_url: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture
+async def databases(
+    pg_url: str, schema_name: str, other_schema: str
+) -> AsyncIterator[tuple[Database, Database]]:
+    """A source schema to fill and export, and an empty target schema to restore into."""
+    source = Database(pg_url, schema=schema_name)
+    target = Database(pg_url, schema=other_schema)
+    yield source, target
+    await source.close()
+    await target.close()
+
+
+@pytest.fixture
 async def tenant_role(pg_admin: asyncpg.Connection) -> AsyncIterator[str]:
     role = f"adkpg_bk_{uuid.uuid4().hex[:8]}"
     await pg_admin.execute(f"CREATE ROLE {role}")
@@ -135,102 +147,94 @@ def tables_in(export: bytes) -> set[str]:
 async def test_export_restore_export_is_byte_identical(
     pg_url: str, schema_name: str, other_schema: str, pg_admin: asyncpg.Connection,
     tenant_role: str,
+    databases: tuple[Database, Database],
 ) -> None:  # fmt: skip
     vector = await has_vector(pg_admin)
-    source = Database(pg_url, schema=schema_name)
-    target = Database(pg_url, schema=other_schema)
-    try:
-        session_id = await fill(source, vector, tenant_role)
-        first = await export_bytes(source)
-        expected = {"app_states", "user_states", "artifact_contents", "artifact_chunks",
-                    "artifact_files", "artifact_versions", "memory_entries", "tenants"}  # fmt: skip
-        assert tables_in(first) == expected
-        assert sum(line.startswith(b'{"type":"session"') for line in body(first)) == 2
+    source, target = databases
+    session_id = await fill(source, vector, tenant_role)
+    first = await export_bytes(source)
+    expected = {"app_states", "user_states", "artifact_contents", "artifact_chunks",
+                "artifact_files", "artifact_versions", "memory_entries", "tenants"}  # fmt: skip
+    assert tables_in(first) == expected
+    assert sum(line.startswith(b'{"type":"session"') for line in body(first)) == 2
 
-        report = await restore_backup(target, first.splitlines())
-        assert report.sessions_created == 2
-        assert report.rows_added == report.rows  # every row was new
-        assert report.rows["artifact_chunks"] >= 4  # BIG alone is three
-        second = await export_bytes(target)
-        assert body(second) == body(first)
+    report = await restore_backup(target, first.splitlines())
+    assert report.sessions_created == 2
+    assert report.rows_added == report.rows  # every row was new
+    assert report.rows["artifact_chunks"] >= 4  # BIG alone is three
+    second = await export_bytes(target)
+    assert body(second) == body(first)
 
-        # What was restored works through the services, not just as rows.
-        artifacts = PostgresArtifactService(database=target)
-        loaded = await artifacts.load_artifact(
-            app_name="shop", user_id="ann", session_id=session_id, filename="blob.bin", version=0
+    # What was restored works through the services, not just as rows.
+    artifacts = PostgresArtifactService(database=target)
+    loaded = await artifacts.load_artifact(
+        app_name="shop", user_id="ann", session_id=session_id, filename="blob.bin", version=0
+    )
+    assert loaded is not None and loaded.inline_data.data == BIG
+    versions = await artifacts.list_versions(
+        app_name="shop", user_id="ann", session_id=session_id, filename="blob.bin"
+    )
+    assert versions == [0, 1]
+    state = await pg_admin.fetchval(
+        f"SELECT state::text FROM \"{other_schema}\".app_states WHERE app_name = 'quiet'"
+    )
+    assert state == "{}"
+    memory = PostgresMemoryService(database=target, embed=embed if vector else None)
+    found = await memory.search_memory(app_name="shop", user_id="ann", query="4411")
+    assert found.memories
+    if vector:
+        same = await pg_admin.fetchval(
+            f"SELECT bool_and(a.embedding::text = b.embedding::text) "
+            f'FROM "{schema_name}".memory_entries a '
+            f'JOIN "{other_schema}".memory_entries b USING (app_name, user_id, memory_id)'
         )
-        assert loaded is not None and loaded.inline_data.data == BIG
-        versions = await artifacts.list_versions(
-            app_name="shop", user_id="ann", session_id=session_id, filename="blob.bin"
-        )
-        assert versions == [0, 1]
-        state = await pg_admin.fetchval(
-            f"SELECT state::text FROM \"{other_schema}\".app_states WHERE app_name = 'quiet'"
-        )
-        assert state == "{}"
-        memory = PostgresMemoryService(database=target, embed=embed if vector else None)
-        found = await memory.search_memory(app_name="shop", user_id="ann", query="4411")
-        assert found.memories
-        if vector:
-            same = await pg_admin.fetchval(
-                f"SELECT bool_and(a.embedding::text = b.embedding::text) "
-                f'FROM "{schema_name}".memory_entries a '
-                f'JOIN "{other_schema}".memory_entries b USING (app_name, user_id, memory_id)'
-            )
-            assert same is True
-        assert [(g.role, g.app_name) for g in await list_tenants(target)] == [(tenant_role, "shop")]
-    finally:
-        await source.close()
-        await target.close()
+        assert same is True
+    assert [(g.role, g.app_name) for g in await list_tenants(target)] == [(tenant_role, "shop")]
 
 
 async def test_restore_twice_changes_nothing_and_the_target_wins(
     pg_url: str, schema_name: str, other_schema: str, pg_admin: asyncpg.Connection,
     tenant_role: str,
+    databases: tuple[Database, Database],
 ) -> None:  # fmt: skip
-    source = Database(pg_url, schema=schema_name)
-    target = Database(pg_url, schema=other_schema)
-    try:
-        session_id = await fill(source, False, tenant_role)
-        dump = await export_bytes(source)
-        # The target already has version 0 of the same file, with other bytes, and its own
-        # value for an app state key.
-        artifacts = PostgresArtifactService(database=target)
-        await artifacts.save_artifact(
-            app_name="shop", user_id="ann", session_id=session_id, filename="blob.bin",
-            artifact=types.Part.from_bytes(data=b"theirs", mime_type="text/plain"),
-        )  # fmt: skip
-        await PostgresSessionService(database=target).create_session(
-            app_name="shop", user_id="zed", state={"app:tax": 0.5}
-        )
-        first = await restore_backup(target, dump.splitlines())
-        assert first.rows_added["artifact_versions"] == 2  # v1 and the user: file's v0
-        again = await restore_backup(target, dump.splitlines())
-        assert again.sessions_created == 0 and again.events_added == 0
-        assert set(again.rows_added.values()) == {0}, again.rows_added
+    source, target = databases
+    session_id = await fill(source, False, tenant_role)
+    dump = await export_bytes(source)
+    # The target already has version 0 of the same file, with other bytes, and its own
+    # value for an app state key.
+    artifacts = PostgresArtifactService(database=target)
+    await artifacts.save_artifact(
+        app_name="shop", user_id="ann", session_id=session_id, filename="blob.bin",
+        artifact=types.Part.from_bytes(data=b"theirs", mime_type="text/plain"),
+    )  # fmt: skip
+    await PostgresSessionService(database=target).create_session(
+        app_name="shop", user_id="zed", state={"app:tax": 0.5}
+    )
+    first = await restore_backup(target, dump.splitlines())
+    assert first.rows_added["artifact_versions"] == 2  # v1 and the user: file's v0
+    again = await restore_backup(target, dump.splitlines())
+    assert again.sessions_created == 0 and again.events_added == 0
+    assert set(again.rows_added.values()) == {0}, again.rows_added
 
-        v0 = await artifacts.load_artifact(
-            app_name="shop", user_id="ann", session_id=session_id, filename="blob.bin", version=0
-        )
-        assert v0.inline_data.data == b"theirs"
-        # The version counter passed both sides: the next save is version 2.
-        assert (
-            await artifacts.save_artifact(
-                app_name="shop",
-                user_id="ann",
-                session_id=session_id,
-                filename="blob.bin",
-                artifact=types.Part(text="next"),
-            )  # fmt: skip
-            == 2
-        )
-        tax = await pg_admin.fetchval(
-            f"SELECT state->>'tax' FROM \"{other_schema}\".app_states WHERE app_name = 'shop'"
-        )
-        assert tax == "0.5"
-    finally:
-        await source.close()
-        await target.close()
+    v0 = await artifacts.load_artifact(
+        app_name="shop", user_id="ann", session_id=session_id, filename="blob.bin", version=0
+    )
+    assert v0.inline_data.data == b"theirs"
+    # The version counter passed both sides: the next save is version 2.
+    assert (
+        await artifacts.save_artifact(
+            app_name="shop",
+            user_id="ann",
+            session_id=session_id,
+            filename="blob.bin",
+            artifact=types.Part(text="next"),
+        )  # fmt: skip
+        == 2
+    )
+    tax = await pg_admin.fetchval(
+        f"SELECT state->>'tax' FROM \"{other_schema}\".app_states WHERE app_name = 'shop'"
+    )
+    assert tax == "0.5"
 
 
 async def test_only_and_app_select_what_is_exported(
@@ -256,33 +260,29 @@ async def test_only_and_app_select_what_is_exported(
 async def test_hostile_rows_are_refused_and_write_nothing_of_their_batch(
     pg_url: str, schema_name: str, other_schema: str, pg_admin: asyncpg.Connection,
     tenant_role: str,
+    databases: tuple[Database, Database],
 ) -> None:  # fmt: skip
-    source = Database(pg_url, schema=schema_name)
-    target = Database(pg_url, schema=other_schema)
-    try:
-        await fill(source, False, tenant_role)
-        lines = (await export_bytes(source, only=["artifacts"])).splitlines()
-        header, rows = lines[0], lines[1:]
+    source, target = databases
+    await fill(source, False, tenant_role)
+    lines = (await export_bytes(source, only=["artifacts"])).splitlines()
+    header, rows = lines[0], lines[1:]
 
-        foreign = b'{"type":"row","table":"pg_authid","row":{"rolname":"x","rolsuper":true}}'
-        with pytest.raises(DataError, match="line 2: a row needs a table"):
-            await restore_backup(target, [header, foreign, *rows])
+    foreign = b'{"type":"row","table":"pg_authid","row":{"rolname":"x","rolsuper":true}}'
+    with pytest.raises(DataError, match="line 2: a row needs a table"):
+        await restore_backup(target, [header, foreign, *rows])
 
-        # A version row without its content's key: the whole batch of versions is refused.
-        versions = [r for r in rows if b'"table":"artifact_versions"' in r]
-        broken = versions[0].replace(b'"content_sha256"', b'"not_a_column"')
-        others = [r for r in rows if r not in versions]
-        with pytest.raises(DataError, match=r"\(artifact_versions\).*nothing of these lines"):
-            await restore_backup(target, [header, *others, broken, *versions[1:]])
-        count = await pg_admin.fetchval(f'SELECT count(*) FROM "{other_schema}".artifact_versions')
-        assert count == 0
+    # A version row without its content's key: the whole batch of versions is refused.
+    versions = [r for r in rows if b'"table":"artifact_versions"' in r]
+    broken = versions[0].replace(b'"content_sha256"', b'"not_a_column"')
+    others = [r for r in rows if r not in versions]
+    with pytest.raises(DataError, match=r"\(artifact_versions\).*nothing of these lines"):
+        await restore_backup(target, [header, *others, broken, *versions[1:]])
+    count = await pg_admin.fetchval(f'SELECT count(*) FROM "{other_schema}".artifact_versions')
+    assert count == 0
 
-        v1 = header.replace(b'"version":2', b'"version":1')
-        with pytest.raises(DataError, match="expected a session"):
-            await restore_backup(target, [v1, rows[0]])
-    finally:
-        await source.close()
-        await target.close()
+    v1 = header.replace(b'"version":2', b'"version":1')
+    with pytest.raises(DataError, match="expected a session"):
+        await restore_backup(target, [v1, rows[0]])
 
 
 def test_the_cli_round_trip_and_its_errors(

@@ -337,3 +337,42 @@ async def test_a_version_1_file_still_restores_with_its_empty_states(
         assert sorted(tuple(r) for r in states) == [("app", "{}"), ("user", "{}")]
     finally:
         await db.close()
+
+
+def test_contents_kept_in_files_are_exported_with_content_dir(
+    pg_url: str, schema_name: str, other_schema: str, tmp_path: Path
+) -> None:
+    import asyncio
+
+    files = tmp_path / "blobs"
+
+    async def save() -> None:
+        db = Database(pg_url, schema=schema_name)
+        await PostgresArtifactService(database=db, content_dir=files).save_artifact(
+            app_name="a", user_id="u", filename="user:big.bin",
+            artifact=types.Part.from_bytes(data=BIG, mime_type="application/octet-stream"),
+        )  # fmt: skip
+        await db.close()
+
+    asyncio.run(save())
+    rows_only = cli(pg_url, schema_name, "export", "--only", "artifacts")
+    assert rows_only.returncode == 0, rows_only.stderr
+    assert b"1 artifact content(s) kept in files were exported as rows only" in rows_only.stderr
+    assert b'"table":"artifact_chunks"' not in rows_only.stdout
+
+    dump = tmp_path / "backup.jsonl"
+    full = cli(pg_url, schema_name, "export", "--content-dir", str(files), "-o", str(dump))
+    assert full.returncode == 0, full.stderr
+    assert b"kept in files" not in full.stderr
+    assert dump.read_bytes().count(b'"table":"artifact_chunks"') == 3
+    assert cli(pg_url, other_schema, "restore", str(dump)).returncode == 0
+
+    async def load() -> bytes | None:
+        db = Database(pg_url, schema=other_schema)
+        part = await PostgresArtifactService(database=db).load_artifact(
+            app_name="a", user_id="u", filename="user:big.bin"
+        )
+        await db.close()
+        return part.inline_data.data if part else None
+
+    assert asyncio.run(load()) == BIG

@@ -106,6 +106,11 @@ def _row_counts(rows: dict[str, int], added: dict[str, int] | None = None) -> st
     help=f"Comma-separated parts to export: {','.join(PARTS)} (default: all).",
 )
 @click.option(
+    "--content-dir",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="The artifact service's content_dir: include the bytes of contents kept there.",
+)
+@click.option(
     "-o",
     "--output",
     type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
@@ -115,12 +120,17 @@ def _row_counts(rows: dict[str, int], added: dict[str, int] | None = None) -> st
 )
 @click.pass_obj
 def export_command(
-    settings: Settings, app_name: str | None, only: str | None, output: Path
+    settings: Settings,
+    app_name: str | None,
+    only: str | None,
+    content_dir: Path | None,
+    output: Path,
 ) -> None:
     """Write everything adk-postgres keeps as JSON Lines: sessions with their events, app and
     user state, artifacts (versions, metadata and content, streamed), memory entries (with
-    embeddings) and tenancy grants. Artifact contents kept in files (content_dir) are
-    exported as rows only: back up that directory too."""
+    embeddings) and tenancy grants. Artifact contents kept in files are included when
+    --content-dir names their directory (they then restore into PostgreSQL); otherwise only
+    their rows are exported, and the command says so."""
     parts = _parts(only)
 
     async def run(out: BinaryIO) -> None:
@@ -131,6 +141,7 @@ def export_command(
                 out,
                 app_name=app_name,
                 only=parts,
+                content_dir=content_dir,
                 progress=lambda what: progress.update(task, description=f"exported {what}"),
             )
         out.flush()
@@ -140,6 +151,14 @@ def export_command(
         if report.rows:
             summary += f"; rows: {_row_counts(report.rows)}"
         err_console.print(summary, highlight=False, soft_wrap=True)
+        if report.files_left_out:
+            err_console.print(
+                f"warning: {report.files_left_out} artifact content(s) kept in files were "
+                "exported as rows only, without their bytes: pass --content-dir DIR (the "
+                "artifact service's content_dir) to include them",
+                highlight=False,
+                soft_wrap=True,
+            )
 
     if str(output) == "-":
         run_async(run(sys.stdout.buffer))

@@ -34,9 +34,11 @@ only, app/user state on session lines) are still read.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from google.adk.events.event import Event
@@ -69,6 +71,8 @@ ROW_TABLES = (
     "memory_tombstones",
     "tenants",
 )
+#: Bytes per chunk row of a content read from a file (as the artifact service stores them).
+CHUNK_BYTES = 1 << 20
 #: A restore batch: one transaction of at most this many rows or bytes.
 BATCH_ROWS = 500
 BATCH_BYTES = 16 << 20
@@ -84,6 +88,10 @@ class ExportReport:
     events: int = 0
     #: Rows per table.
     rows: dict[str, int] = field(default_factory=dict)
+    #: Artifact contents kept in files whose bytes were read from ``content_dir``, and those
+    #: exported as rows only (no ``content_dir`` given).
+    files_included: int = 0
+    files_left_out: int = 0
 
 
 @dataclass
@@ -116,10 +124,15 @@ async def export_backup(
     *,
     app_name: str | None = None,
     only: Sequence[str] | None = None,
+    content_dir: str | Path | None = None,
     progress: Progress | None = None,
 ) -> ExportReport:
     """Write what adk-postgres keeps (of ``app_name``, or of every app) to ``out``: the parts
-    in ``only`` (default: all of `PARTS`). Reads a batch at a time, never a whole table."""
+    in ``only`` (default: all of `PARTS`). Reads a batch at a time, never a whole table.
+
+    Artifact contents kept in files are read from ``content_dir`` (the artifact service's) and
+    exported like contents kept in PostgreSQL, so they restore into PostgreSQL; without it
+    they are exported as rows only (``files_left_out`` counts them)."""
     parts = check_parts(only)
     await database.migrate()
     report = ExportReport()
@@ -133,12 +146,13 @@ async def export_backup(
     }
     out.write(to_json(header) + b"\n")
     admin = NativeAdmin(await database.store())
+    files = Path(content_dir) if content_dir is not None else None
     if "sessions" in parts:
-        await _export_rows(admin, ["sessions"], app_name, out, report, progress)
+        await _export_rows(admin, ["sessions"], app_name, out, report, progress, files)
         await _export_sessions(database, out, app_name, report, progress)
     rest = [part for part in parts if part != "sessions"]
     if rest:
-        await _export_rows(admin, rest, app_name, out, report, progress)
+        await _export_rows(admin, rest, app_name, out, report, progress, files)
     return report
 
 
@@ -149,18 +163,55 @@ async def _export_rows(
     out: BinaryIO,
     report: ExportReport,
     progress: Progress | None,
+    content_dir: Path | None,
 ) -> None:
     reader = await admin.open_backup(parts, app_name)
     try:
         while (batch := await reader.next_batch()) is not None:
             table, rows = batch
-            prefix = b'{"type":"row","table":"' + table.encode() + b'","row":'
-            out.write(b"".join(prefix + row + b"}\n" for row in rows))
+            if table == "artifact_contents":
+                for row in rows:
+                    await asyncio.to_thread(_write_content, row, out, report, content_dir)
+            else:
+                prefix = _row_prefix(table)
+                out.write(b"".join(prefix + row + b"}\n" for row in rows))
             report.rows[table] = report.rows.get(table, 0) + len(rows)
             if progress is not None:
                 progress(f"{table}: {report.rows[table]} rows")
     finally:
         await reader.close()
+
+
+def _row_prefix(table: str) -> bytes:
+    return b'{"type":"row","table":"' + table.encode() + b'","row":'
+
+
+def _write_content(row: bytes, out: BinaryIO, report: ExportReport, content_dir: Path | None):
+    """One ``artifact_contents`` row; a content kept in a file becomes a content kept in
+    PostgreSQL, its bytes following as chunk rows read 1 MiB at a time."""
+    record = from_json(row)
+    if record.get("storage") != "fs":
+        out.write(_row_prefix("artifact_contents") + row + b"}\n")
+        return
+    if content_dir is None:
+        report.files_left_out += 1
+        out.write(_row_prefix("artifact_contents") + row + b"}\n")
+        return
+    sha_hex = str(record["sha256"]).removeprefix("\\x")
+    path = content_dir / sha_hex[0:2] / sha_hex[2:4] / sha_hex
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise DataError(f"artifact content {sha_hex} is not in {content_dir}: {exc}") from exc
+    if size != record["size"]:
+        raise DataError(f"artifact content file {path} has {size} bytes, not {record['size']}")
+    out.write(_row_prefix("artifact_contents") + to_json({**record, "storage": "db"}) + b"}\n")
+    chunk_prefix = _row_prefix("artifact_chunks")
+    with path.open("rb") as content:
+        for seq, data in enumerate(iter(lambda: content.read(CHUNK_BYTES), b"")):
+            chunk = {"seq": seq, "data": "\\x" + data.hex(), "sha256": record["sha256"]}
+            out.write(chunk_prefix + to_json(chunk) + b"}\n")
+    report.files_included += 1
 
 
 async def _export_sessions(

@@ -115,6 +115,8 @@ class Database:
     Args:
         uri: ``postgresql://user:password@host:5432/dbname?sslmode=require`` (libpq URL or
             ``key=value`` form). ``None`` → ``$DATABASE_URL`` → the embedded PostgreSQL.
+            TLS options: ``sslmode``, ``sslrootcert``, and a client certificate with
+            ``sslcert`` + ``sslkey`` (PEM files; else ``$PGSSLCERT`` / ``$PGSSLKEY``).
         schema: PostgreSQL schema holding the tables; created and migrated on first use.
         pool_size: most connections open at once.
         connect_timeout: seconds to wait for a new connection.

@@ -3,7 +3,8 @@
 //! tokio-postgres parses the URL itself (unix-socket `host=` paths, multi-host lists,
 //! `application_name`, `connect_timeout`, …). We pre-process only what it does not know:
 //! SQLAlchemy-style driver suffixes (`postgresql+asyncpg://`), libpq's `verify-ca` /
-//! `verify-full` sslmodes and `sslrootcert`.
+//! `verify-full` sslmodes, `sslrootcert`, and the client certificate `sslcert` / `sslkey`
+//! (which, as in libpq, may also come from `PGSSLCERT` / `PGSSLKEY`).
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -23,6 +24,15 @@ pub enum TlsVerify {
     Ca,
     /// libpq `verify-full`: trusted chain and matching host name.
     Full,
+}
+
+/// A TLS client certificate (PEM, chain allowed) and its private key (PEM: PKCS#8, PKCS#1 or
+/// SEC1), as files: libpq's `sslcert` / `sslkey`. Only the paths are kept here; `tls.rs` reads
+/// the files when the pool is built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// Pool and store options that are not part of the URL.
@@ -67,6 +77,8 @@ pub struct StoreConfig {
     pub pg: tokio_postgres::Config,
     pub tls_verify: TlsVerify,
     pub ssl_root_cert: Option<PathBuf>,
+    /// Sent when the server asks for a client certificate; `None` under `sslmode=disable`.
+    pub client_cert: Option<ClientCert>,
     pub options: StoreOptions,
     /// Asked for the password at each new connection (instead of the URL's).
     pub password_source: Option<crate::password::PasswordSource>,
@@ -102,10 +114,20 @@ impl StoreConfig {
         if pre.tls_verify != TlsVerify::None {
             pg.ssl_mode(SslMode::Require);
         }
+        // As libpq: without TLS the certificate files are not looked at (a PGSSLCERT set for
+        // other servers does not break a `sslmode=disable` URL).
+        let client_cert = if pg.get_ssl_mode() == SslMode::Disable {
+            None
+        } else {
+            client_cert(pre.ssl_cert, pre.ssl_key, |name| {
+                std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
+            })?
+        };
         Ok(StoreConfig {
             pg,
             tls_verify: pre.tls_verify,
             ssl_root_cert: pre.ssl_root_cert,
+            client_cert,
             options,
             password_source: None,
         })
@@ -178,6 +200,38 @@ fn socket_file(host: &Host, port: u16) -> Option<String> {
     }
 }
 
+/// The client certificate from the URL's `sslcert` / `sslkey`, each falling back to its libpq
+/// environment variable (`PGSSLCERT` / `PGSSLKEY`) when the URL does not name it. An empty
+/// value (in the URL or the environment) means none; an empty URL value also hides the
+/// variable. Both or neither must be given. `~/.postgresql/postgresql.crt` is not read.
+fn client_cert(
+    url_cert: Option<String>,
+    url_key: Option<String>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Option<ClientCert>> {
+    let pick = |from_url: Option<String>, variable: &'static str| match from_url {
+        Some(value) => (Some(value).filter(|v| !v.is_empty()), "the URL"),
+        None => (env(variable).filter(|v| !v.is_empty()), variable),
+    };
+    let (cert, cert_from) = pick(url_cert, "PGSSLCERT");
+    let (key, key_from) = pick(url_key, "PGSSLKEY");
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some(ClientCert {
+            cert: PathBuf::from(cert),
+            key: PathBuf::from(key),
+        })),
+        (Some(cert), None) => Err(StoreError::config(format!(
+            "sslcert {cert} (from {cert_from}) is given without its private key: add \
+             sslkey=/path/to/key to the URL or set PGSSLKEY"
+        ))),
+        (None, Some(key)) => Err(StoreError::config(format!(
+            "sslkey {key} (from {key_from}) is given without its certificate: add \
+             sslcert=/path/to/cert to the URL or set PGSSLCERT"
+        ))),
+    }
+}
+
 fn default_user() -> String {
     std::env::var("PGUSER")
         .or_else(|_| std::env::var("USER"))
@@ -233,6 +287,9 @@ struct Preprocessed {
     url: String,
     tls_verify: TlsVerify,
     ssl_root_cert: Option<PathBuf>,
+    /// `sslcert` / `sslkey` as the URL gives them (`Some("")`: given empty).
+    ssl_cert: Option<String>,
+    ssl_key: Option<String>,
 }
 
 /// Rewrites the parts of a libpq URL that tokio-postgres does not accept.
@@ -240,6 +297,8 @@ fn preprocess(url: &str) -> Result<Preprocessed> {
     let url = url.trim();
     let mut tls_verify = TlsVerify::None;
     let mut ssl_root_cert = None;
+    let mut ssl_cert = None;
+    let mut ssl_key = None;
     let mut handle = |key: &str, value: &str| -> Result<Option<String>> {
         match key {
             "sslmode" => match value {
@@ -259,6 +318,14 @@ fn preprocess(url: &str) -> Result<Preprocessed> {
             },
             "sslrootcert" => {
                 ssl_root_cert = Some(PathBuf::from(value));
+                Ok(None)
+            }
+            "sslcert" => {
+                ssl_cert = Some(value.to_string());
+                Ok(None)
+            }
+            "sslkey" => {
+                ssl_key = Some(value.to_string());
                 Ok(None)
             }
             _ => Ok(Some(value.to_string())),
@@ -305,6 +372,8 @@ fn preprocess(url: &str) -> Result<Preprocessed> {
             url: out,
             tls_verify,
             ssl_root_cert,
+            ssl_cert,
+            ssl_key,
         })
     } else {
         // key=value form; values containing spaces must be quoted and are passed through.
@@ -323,6 +392,8 @@ fn preprocess(url: &str) -> Result<Preprocessed> {
             url: kept.join(" "),
             tls_verify,
             ssl_root_cert,
+            ssl_cert,
+            ssl_key,
         })
     }
 }
@@ -490,6 +561,105 @@ mod tests {
         assert_eq!(req.tls_verify, TlsVerify::None);
         assert_eq!(req.pg.get_ssl_mode(), SslMode::Require);
         assert!(parse("postgresql://u@h/d?sslmode=bogus").is_err());
+    }
+
+    #[test]
+    fn client_certificate_from_the_url_in_both_forms() {
+        let url = parse(
+            "postgresql://u@h/d?sslmode=verify-full&sslcert=%2Fetc%2Fc.crt&sslkey=/etc/c.key\
+             &application_name=x",
+        )
+        .unwrap();
+        assert_eq!(
+            url.client_cert,
+            Some(ClientCert {
+                cert: PathBuf::from("/etc/c.crt"),
+                key: PathBuf::from("/etc/c.key"),
+            })
+        );
+        // tokio-postgres never sees the two options (it would refuse them as unknown).
+        assert_eq!(url.pg.get_application_name(), Some("x"));
+        let kv = parse("host=h user=u sslcert=/a/c.pem sslkey=/a/k.pem sslmode=require").unwrap();
+        assert_eq!(
+            kv.client_cert,
+            Some(ClientCert {
+                cert: PathBuf::from("/a/c.pem"),
+                key: PathBuf::from("/a/k.pem"),
+            })
+        );
+    }
+
+    #[test]
+    fn client_certificate_is_ignored_without_tls() {
+        let cfg = parse("postgresql://u@h/d?sslmode=disable&sslcert=/c.crt").unwrap();
+        assert_eq!(cfg.client_cert, None);
+    }
+
+    #[test]
+    fn client_certificate_and_key_come_in_pairs() {
+        // The empty other option keeps PGSSLCERT/PGSSLKEY of the environment out of the test.
+        for url in [
+            "postgresql://u@h/d?sslcert=/only/c.crt&sslkey=",
+            "postgresql://u@h/d?sslkey=/only/c.key&sslcert=",
+            "host=h sslcert=/only/c.crt sslkey=",
+        ] {
+            let err = parse(url).unwrap_err();
+            assert_eq!(err.kind, crate::error::ErrorKind::Config, "{url}");
+            assert!(err.message.contains("/only/c."), "{}", err.message);
+            assert!(err.message.contains("from the URL"), "{}", err.message);
+        }
+    }
+
+    #[test]
+    fn client_certificate_falls_back_to_the_libpq_variables() {
+        let env = |name: &str| match name {
+            "PGSSLCERT" => Some("/env/c.crt".to_string()),
+            "PGSSLKEY" => Some("/env/c.key".to_string()),
+            _ => None,
+        };
+        let both = |cert: &str, key: &str| {
+            Some(ClientCert {
+                cert: PathBuf::from(cert),
+                key: PathBuf::from(key),
+            })
+        };
+        assert_eq!(
+            client_cert(None, None, env).unwrap(),
+            both("/env/c.crt", "/env/c.key")
+        );
+        // The URL wins, one option at a time.
+        assert_eq!(
+            client_cert(Some("/url/c.crt".into()), None, env).unwrap(),
+            both("/url/c.crt", "/env/c.key")
+        );
+        assert_eq!(
+            client_cert(Some("/u.crt".into()), Some("/u.key".into()), env).unwrap(),
+            both("/u.crt", "/u.key")
+        );
+        // An empty URL value turns the certificate off, variables or not.
+        assert_eq!(
+            client_cert(Some(String::new()), Some(String::new()), env).unwrap(),
+            None
+        );
+        let none = |_: &str| None;
+        assert_eq!(client_cert(None, None, none).unwrap(), None);
+        // Empty variables count as unset.
+        let empty = |_: &str| Some(String::new());
+        assert_eq!(client_cert(None, None, empty).unwrap(), None);
+        // Only one of the two, wherever it comes from, is an error naming its source.
+        let only_cert = |name: &str| (name == "PGSSLCERT").then(|| "/env/c.crt".to_string());
+        let err = client_cert(None, None, only_cert).unwrap_err();
+        assert_eq!(err.kind, crate::error::ErrorKind::Config);
+        assert!(
+            err.message.contains("/env/c.crt") && err.message.contains("from PGSSLCERT"),
+            "{}",
+            err.message
+        );
+        let only_key = |name: &str| (name == "PGSSLKEY").then(|| "/env/c.key".to_string());
+        let err = client_cert(None, None, only_key).unwrap_err();
+        assert!(err.message.contains("from PGSSLKEY"), "{}", err.message);
+        let err = client_cert(Some(String::new()), None, env).unwrap_err();
+        assert!(err.message.contains("sslkey /env/c.key"), "{}", err.message);
     }
 
     #[test]

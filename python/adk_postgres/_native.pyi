@@ -31,7 +31,8 @@ class Bridge:
 
 __version__: str
 
-AppendOutcome = Literal["appended", "already_stored", "stale", "not_found"]
+AppendOutcome = Literal["appended", "already_stored", "stale", "not_found", "fenced"]
+ClaimStatus = Literal["granted", "waiting", "busy", "lost", "no_session"]
 # (app_name, user_id, session_id)
 SessionKey = tuple[str, str, str]
 # (app_name, user_id, session_id, filename); session_id "" for user-scoped artifacts
@@ -111,7 +112,18 @@ class Sessions:
         session_delta: bytes | None,
         app_delta: bytes | None,
         user_delta: bytes | None,
+        fence: int | None = None,
     ) -> Awaitable[tuple[AppendOutcome, int | None]]: ...
+    # fence: the caller's run id when it holds the session's run lease (see runs.py)
+    def claim_run(
+        self, key: SessionKey, run_id: int, new: bool, mode: str, expiry_ms: int
+    ) -> Awaitable[tuple[ClaimStatus, str | None]]: ...
+    # (status, the invocation id an "interrupt" claim stopped)
+    def heartbeat_run(
+        self, key: SessionKey, run_id: int, invocation_id: str | None = None
+    ) -> Awaitable[bool]: ...
+    # False: the run is no longer queued (it lost the session)
+    def release_run(self, key: SessionKey, run_id: int) -> Awaitable[None]: ...
     def write_transferred_session(
         self,
         key: SessionKey,

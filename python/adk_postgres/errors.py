@@ -78,6 +78,17 @@ class InternalError(AdkPostgresError, RuntimeError):
     of hanging; for an append, whether it was stored is unknown: reload the session."""
 
 
+class SessionBusyError(AdkPostgresError):
+    """Another run holds the session: the run was refused (strategy ``reject``) or waited
+    longer than its timeout (strategy ``enqueue``). Nothing of it was stored."""
+
+
+class RunLeaseLostError(AdkPostgresError):
+    """This run no longer holds its session's run lease — a newer run interrupted it, or its
+    process stopped for longer than the lease expiry and another run took the session over.
+    The append was refused (nothing stored); the run must stop."""
+
+
 __all__ = [
     "AdkPostgresError",
     "ClosedError",
@@ -88,6 +99,8 @@ __all__ = [
     "InsufficientPrivilegeError",
     "IntegrityError",
     "InternalError",
+    "RunLeaseLostError",
+    "SessionBusyError",
     "PoolTimeoutError",
     "ProcessForkedError",
     "SchemaError",

@@ -6,6 +6,8 @@ every call is one await into the Rust core, which runs one SQL statement.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 from google.adk.errors._stale_session_error import StaleSessionError
@@ -28,7 +30,15 @@ from ._service_base import DatabaseBacked
 from ._session_cache import CachedHistory, SessionCache
 from ._state import merge_state, split_state
 from .database import Database
-from .errors import ConfigurationError, IntegrityError
+from .errors import ConfigurationError, IntegrityError, RunLeaseLostError
+from .runs import (
+    DEFAULT_EXPIRY,
+    DEFAULT_WAIT_TIMEOUT,
+    RunLease,
+    RunLeases,
+    RunStrategy,
+    active_lease,
+)
 from .telemetry import traced
 
 if TYPE_CHECKING:
@@ -169,7 +179,39 @@ class PostgresSessionService(DatabaseBacked, BaseSessionService):
         if cache_bytes < 0:
             raise ConfigurationError("cache_bytes must be >= 0")
         self._cache = SessionCache(cache_bytes) if cache_bytes else None
+        # Runs of this process waiting for a session's run lease (see runs.py), by session.
+        self._run_waiters: dict[tuple[str, str, str], set[asyncio.Event]] = {}
         self._attach_database(uri, database, options)
+
+    def run_leases(
+        self,
+        *,
+        strategy: RunStrategy = "enqueue",
+        expiry: float = DEFAULT_EXPIRY,
+        wait_timeout: float | None = DEFAULT_WAIT_TIMEOUT,
+    ) -> RunLeases:
+        """Run leases on this service's sessions: one invocation of a session at a time,
+        across processes (see :mod:`adk_postgres.runs`)."""
+        return RunLeases(self, strategy=strategy, expiry=expiry, wait_timeout=wait_timeout)
+
+    def run_lease(
+        self,
+        app_name: str,
+        user_id: str,
+        session_id: str,
+        *,
+        strategy: RunStrategy = "enqueue",
+        expiry: float = DEFAULT_EXPIRY,
+        wait_timeout: float | None = DEFAULT_WAIT_TIMEOUT,
+    ) -> contextlib.AbstractAsyncContextManager[RunLease | None]:
+        """Holds the session's run lease around a block::
+
+        async with sessions.run_lease(app, user, session_id):
+            async for event in runner.run_async(user_id=user, session_id=session_id, ...):
+                ...
+        """
+        leases = self.run_leases(strategy=strategy, expiry=expiry, wait_timeout=wait_timeout)
+        return leases.hold(app_name, user_id, session_id)
 
     @override
     @traced("sessions")
@@ -347,19 +389,27 @@ class PostgresSessionService(DatabaseBacked, BaseSessionService):
         sessions = await self._database.sessions()
         expected = _parse_marker(session) or await self._revision_of_unmarked(session)
         revision_held, incarnation = expected
+        lease = active_lease(session.app_name, session.user_id, session.id)
+        append = sessions.append_event(
+            (session.app_name, session.user_id, session.id),
+            revision_held,
+            incarnation,
+            event.id,
+            event.invocation_id,
+            event.timestamp,
+            event_json,
+            session_json,
+            app_json,
+            user_json,
+            None if lease is None else lease.run_id,
+        )
         try:
-            outcome, revision = await sessions.append_event(
-                (session.app_name, session.user_id, session.id),
-                revision_held,
-                incarnation,
-                event.id,
-                event.invocation_id,
-                event.timestamp,
-                event_json,
-                session_json,
-                app_json,
-                user_json,
-            )
+            if lease is None or lease.invocation_id is not None or lease._owner is None:
+                outcome, revision = await append
+            else:  # the run's first event: record its invocation beside the append
+                (outcome, revision), _ = await asyncio.gather(
+                    append, lease._owner.note_invocation(lease, event)
+                )
         except IntegrityError as exc:
             if exc.sqlstate == "23505":
                 if any(e.id == event.id and e == event for e in session.events):
@@ -373,6 +423,12 @@ class PostgresSessionService(DatabaseBacked, BaseSessionService):
             raise SessionNotFoundError(f"Session {session.id} not found.")
         if outcome == "stale":
             raise StaleSessionError(_STALE_MESSAGE)
+        if outcome == "fenced":
+            raise RunLeaseLostError(
+                f"this run no longer holds the run lease of session {session.id!r}: a newer "
+                "run interrupted it, or took the session over after this process stopped "
+                "for longer than the lease expiry; the event was not stored"
+            )
         # "appended", or "already_stored": an earlier attempt of this very append committed
         # (at `revision`; whatever others appended after it, this caller has yet to read).
         assert revision is not None

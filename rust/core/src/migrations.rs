@@ -39,6 +39,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(5, "tenancy"),
     migration!(6, "session_incarnation"),
     migration!(7, "tenancy_hardening"),
+    migration!(8, "session_run_leases"),
 ];
 
 /// The newest schema version this build knows.

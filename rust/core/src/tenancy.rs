@@ -19,6 +19,7 @@ pub const TENANT_TABLES: &[&str] = &[
     "artifact_versions",
     "memory_entries",
     "memory_tombstones",
+    "session_runs",
 ];
 
 /// One grant: `role` may see `app_name`, for every user (`user_id` None) or one.

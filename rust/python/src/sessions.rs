@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use adk_postgres_core::db::Database;
 use adk_postgres_core::sessions::{
-    AppendOutcome, Blob, Expected, OwnedAppend, SessionData, SessionKey, SessionList, Sessions,
-    TransferEvent, TransferSession,
+    AppendOutcome, Blob, Claim, Expected, OwnedAppend, RunMode, SessionData, SessionKey,
+    SessionList, Sessions, TransferEvent, TransferSession,
 };
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
@@ -115,6 +115,7 @@ fn outcome_row(outcome: AppendOutcome) -> (&'static str, Option<i64>) {
         AppendOutcome::AlreadyStored(r) => ("already_stored", Some(r)),
         AppendOutcome::Stale(r) => ("stale", Some(r)),
         AppendOutcome::SessionNotFound => ("not_found", None),
+        AppendOutcome::Fenced => ("fenced", None),
     }
 }
 
@@ -230,7 +231,7 @@ impl PySessions {
 
     /// Resolves to `(outcome, revision)`, see `outcome_row`.
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (key, expected_revision, incarnation, event_id, invocation_id, timestamp, event_json, session_delta, app_delta, user_delta))]
+    #[pyo3(signature = (key, expected_revision, incarnation, event_id, invocation_id, timestamp, event_json, session_delta, app_delta, user_delta, fence=None))]
     fn append_event<'py>(
         &self,
         py: Python<'py>,
@@ -244,6 +245,7 @@ impl PySessions {
         session_delta: Option<PyBackedBytes>,
         app_delta: Option<PyBackedBytes>,
         user_delta: Option<PyBackedBytes>,
+        fence: Option<i64>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let Key(app_name, user_id, session_id) = key;
         let append = OwnedAppend {
@@ -253,6 +255,7 @@ impl PySessions {
             expected: Expected {
                 revision: expected_revision,
                 incarnation,
+                fence,
             },
             event_id,
             invocation_id,
@@ -348,6 +351,74 @@ impl PySessions {
                 let o = s.write_transferred_session(&session).await?;
                 Ok((o.created, o.events_added, o.events_present, o.state_taken))
             },
+            to_py,
+        )
+    }
+
+    /// Joins (`new`) or polls the session's run queue. Resolves to `(status, interrupted)`:
+    /// status "granted", "waiting", "busy", "lost" or "no_session"; `interrupted` the
+    /// invocation id a claim in "interrupt" mode stopped, if any.
+    fn claim_run<'py>(
+        &self,
+        py: Python<'py>,
+        key: Key,
+        run_id: i64,
+        new: bool,
+        mode: String,
+        expiry_ms: i64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        call(
+            py,
+            &self.inner,
+            |s| async move {
+                let mode = RunMode::parse(&mode)?;
+                Ok(
+                    match s
+                        .claim_run(key.borrow(), run_id, new, mode, expiry_ms)
+                        .await?
+                    {
+                        Claim::Granted { interrupted } => ("granted", interrupted),
+                        Claim::Waiting { interrupted } => ("waiting", interrupted),
+                        Claim::Busy => ("busy", None),
+                        Claim::Lost => ("lost", None),
+                        Claim::NoSession => ("no_session", None),
+                    },
+                )
+            },
+            to_py,
+        )
+    }
+
+    /// Resolves to `False` if the run is no longer queued (it lost the session).
+    #[pyo3(signature = (key, run_id, invocation_id=None))]
+    fn heartbeat_run<'py>(
+        &self,
+        py: Python<'py>,
+        key: Key,
+        run_id: i64,
+        invocation_id: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        call(
+            py,
+            &self.inner,
+            |s| async move {
+                s.heartbeat_run(key.borrow(), run_id, invocation_id.as_deref())
+                    .await
+            },
+            to_py,
+        )
+    }
+
+    fn release_run<'py>(
+        &self,
+        py: Python<'py>,
+        key: Key,
+        run_id: i64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        call(
+            py,
+            &self.inner,
+            |s| async move { s.release_run(key.borrow(), run_id).await },
             to_py,
         )
     }

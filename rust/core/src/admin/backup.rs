@@ -45,7 +45,8 @@ pub struct BackupTable {
 /// Every table a backup holds besides sessions and events, in restore order (referenced
 /// tables first). Left out: `adk_internal_metadata` and `adk_postgres_migrations` (the
 /// target's own migrations make them), `sessions`/`events` (see the module comment) and
-/// `artifact_fs_garbage` (a work queue of files to unlink on this machine).
+/// `artifact_fs_garbage` (a work queue of files to unlink on this machine) and `session_runs`
+/// (the runs in progress right now).
 pub const BACKUP_TABLES: &[BackupTable] = &[
     BackupTable {
         name: "app_states",
@@ -360,6 +361,7 @@ mod tests {
             "sessions",
             "events",
             "artifact_fs_garbage",
+            "session_runs",
         ];
         for name in super::super::OUR_TABLES {
             let backed_up = BACKUP_TABLES.iter().any(|t| t.name == *name);

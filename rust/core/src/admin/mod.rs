@@ -55,6 +55,7 @@ pub const OUR_TABLES: &[&str] = &[
     "memory_entries",
     "memory_tombstones",
     "tenants",
+    "session_runs",
 ];
 
 /// The tables the services read and write at run time (a runtime role needs DML on these).
@@ -70,6 +71,7 @@ pub(super) const DATA_TABLES: &[&str] = &[
     "artifact_fs_garbage",
     "memory_entries",
     "memory_tombstones",
+    "session_runs",
 ];
 
 /// Extensions the memory service uses when present.

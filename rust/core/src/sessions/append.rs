@@ -110,6 +110,7 @@ impl Sessions {
                     &event.app_delta.map(JsonParam),
                     &event.user_delta.map(JsonParam),
                     &expected.incarnation,
+                    &expected.fence,
                 ],
                 Retry::Yes,
             )
@@ -131,7 +132,8 @@ impl Sessions {
 
     /// Why an append found no session at the expected revision: the session is gone, the
     /// event is already stored (an earlier attempt committed, whatever was appended after it),
-    /// or the caller is stale (behind, or holding a deleted session's earlier incarnation).
+    /// the caller's run lease was taken over (fenced), or the caller is stale (behind, or
+    /// holding a deleted session's earlier incarnation).
     pub(super) async fn refused_append(
         &self,
         key: SessionKey<'_>,
@@ -158,11 +160,13 @@ impl Sessions {
         let revision: i64 = row.get(0);
         let incarnation: i64 = row.get(1);
         let stored_at: Option<i64> = row.get(2);
+        let fence: Option<i64> = row.get(3);
         Ok(match stored_at {
             _ if expected.incarnation.is_some_and(|held| held != incarnation) => {
                 AppendOutcome::Stale(revision)
             }
             Some(seq) => AppendOutcome::AlreadyStored(seq),
+            None if expected.fence.is_some_and(|held| Some(held) != fence) => AppendOutcome::Fenced,
             None => AppendOutcome::Stale(revision),
         })
     }
@@ -220,7 +224,7 @@ impl<'a> AppendParams<'a> {
         }
     }
 
-    fn refs(&self) -> [&dyn Param; 12] {
+    fn refs(&self) -> [&dyn Param; 13] {
         let a = self.append;
         [
             &a.app_name,
@@ -235,6 +239,7 @@ impl<'a> AppendParams<'a> {
             &self.app_delta,
             &self.user_delta,
             &a.expected.incarnation,
+            &a.expected.fence,
         ]
     }
 }

@@ -246,6 +246,7 @@ mod tests {
             expected: Expected {
                 revision: n,
                 incarnation: None,
+                fence: None,
             },
             event_id: format!("e{n}"),
             invocation_id: "i".into(),

@@ -11,6 +11,7 @@
 //! * `coalesce.rs` — the queue that groups concurrent appends to one app's state into flights
 //! * `import.rs` — a whole session in one transaction (import and restore)
 //! * `seen.rs` — with a read replica: what this process knows of each session
+//! * `runs.rs` — run leases: one invocation of a session at a time, across processes
 //! * `sql.rs` — the text of every statement, per schema; `model.rs` — the values
 //!
 //! Correctness rests on the session row's `revision` and `incarnation`: an append succeeds
@@ -21,6 +22,7 @@ mod coalesce;
 mod import;
 mod model;
 mod read;
+mod runs;
 mod seen;
 pub mod sql;
 mod write;
@@ -30,6 +32,7 @@ use std::sync::{Arc, OnceLock};
 pub use coalesce::{MAX_BATCH, QUEUE_LIMIT};
 pub use import::{TransferEvent, TransferOutcome, TransferSession};
 pub use model::*;
+pub use runs::{Claim, RunMode};
 
 use crate::db::Database;
 use sql::SessionSql;

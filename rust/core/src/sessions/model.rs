@@ -77,11 +77,15 @@ pub struct NewEvent<'a> {
 }
 
 /// The session an append expects to extend: the revision the caller holds and, when known,
-/// the incarnation (see `V6__session_incarnation.sql`).
+/// the incarnation (see `V6__session_incarnation.sql`), and the run lease it holds, if any
+/// (see `V8__session_run_leases.sql`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Expected {
     pub revision: i64,
     pub incarnation: Option<i64>,
+    /// The caller's run id when it runs under the session's run lease: the append is refused
+    /// once another run was granted the session.
+    pub fence: Option<i64>,
 }
 
 /// How an append ended.
@@ -98,6 +102,8 @@ pub enum AppendOutcome {
     Stale(i64),
     /// No such session.
     SessionNotFound,
+    /// The caller's run lease was taken over by another run: nothing was written.
+    Fenced,
 }
 
 /// The stored revision marker of a session, for callers without one.

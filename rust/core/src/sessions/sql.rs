@@ -36,6 +36,10 @@ pub struct SessionSql {
     /// ($4 state, $5 create time), with the app/user state it returned.
     pub create_probe: String,
     pub get_user_state: String,
+    /// Run leases (V8): a claim (join the queue or poll it), a holder's heartbeat, a release.
+    pub claim_run: String,
+    pub heartbeat_run: String,
+    pub release_run: String,
 }
 
 impl SessionSql {
@@ -74,7 +78,9 @@ impl SessionSql {
             // caller holds: $1 app, $2 user, $3 id, $4 expected revision, $5 session-state
             // delta (NULL: none), $6 event timestamp, $7 event id, $8 invocation id, $9 event
             // JSON, $10 app-state delta, $11 user-state delta (NULL: none), $12 incarnation
-            // (NULL: not known to the caller, e.g. a marker from an older version).
+            // (NULL: not known to the caller, e.g. a marker from an older version), $13 the
+            // caller's run id when it holds the session's run lease (NULL: not leased): the
+            // fence of V8, which a run that lost its lease no longer matches.
             // No row back → the revision did not match or the session is gone (probe decides).
             append: format!(
                 "WITH s AS (
@@ -85,6 +91,7 @@ impl SessionSql {
                            update_ts = $6::float8
                      WHERE app_name = $1 AND user_id = $2 AND id = $3 AND revision = $4
                        AND ($12::int8 IS NULL OR incarnation = $12::int8)
+                       AND ($13::int8 IS NULL OR run_fence = $13::int8)
                      RETURNING revision
                 ), ev AS (
                     INSERT INTO {s}.events
@@ -130,7 +137,8 @@ impl SessionSql {
                 "SELECT s.revision, s.incarnation,
                         (SELECT e.seq FROM {s}.events e
                           WHERE e.app_name = $1 AND e.user_id = $2 AND e.session_id = $3
-                            AND e.id = $4 AND e.event_data = $5::jsonb)
+                            AND e.id = $4 AND e.event_data = $5::jsonb),
+                        s.run_fence
                    FROM {s}.sessions s
                   WHERE s.app_name = $1 AND s.user_id = $2 AND s.id = $3"
             ),
@@ -156,6 +164,23 @@ impl SessionSql {
             ),
             get_user_state: format!(
                 "SELECT state FROM {s}.user_states WHERE app_name = $1 AND user_id = $2"
+            ),
+            claim_run: format!(
+                "SELECT status, interrupted_invocation
+                   FROM {s}.adk_postgres_claim_run($1, $2, $3, $4::int8, $5::bool, $6, $7::int8)"
+            ),
+            // Also records the run's invocation id once known ($5, NULL: unchanged), so that
+            // a run interrupting this one can mark it. No row back: the run lost its lease.
+            heartbeat_run: format!(
+                "UPDATE {s}.session_runs
+                    SET heartbeat_at = clock_timestamp(),
+                        invocation_id = COALESCE($5, invocation_id)
+                  WHERE app_name = $1 AND user_id = $2 AND session_id = $3 AND run_id = $4::int8
+                 RETURNING 1"
+            ),
+            release_run: format!(
+                "DELETE FROM {s}.session_runs
+                  WHERE app_name = $1 AND user_id = $2 AND session_id = $3 AND run_id = $4::int8"
             ),
         }
     }

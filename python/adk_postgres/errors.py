@@ -83,6 +83,10 @@ class SessionBusyError(AdkPostgresError):
     longer than its timeout (strategy ``enqueue``). Nothing of it was stored."""
 
 
+class RunWaitTimeoutError(SessionBusyError, builtins.TimeoutError):
+    """A run waited for its session (strategy ``enqueue``) longer than its wait timeout."""
+
+
 class RunLeaseLostError(AdkPostgresError):
     """This run no longer holds its session's run lease — a newer run interrupted it, or its
     process stopped for longer than the lease expiry and another run took the session over.
@@ -100,6 +104,7 @@ __all__ = [
     "IntegrityError",
     "InternalError",
     "RunLeaseLostError",
+    "RunWaitTimeoutError",
     "SessionBusyError",
     "PoolTimeoutError",
     "ProcessForkedError",

@@ -36,7 +36,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from .errors import ConfigurationError, RunLeaseLostError, SessionBusyError
+from .errors import ConfigurationError, RunLeaseLostError, RunWaitTimeoutError, SessionBusyError
 
 if TYPE_CHECKING:
     from google.adk.events.event import Event
@@ -176,6 +176,13 @@ class RunLeases:
         if lease is None:
             yield None
             return
+        async with self.holding(lease):
+            yield lease
+
+    @contextlib.asynccontextmanager
+    async def holding(self, lease: RunLease) -> AsyncIterator[RunLease]:
+        """Runs the block under an acquired lease: its appends carry the fence, heartbeats
+        keep it, the run it interrupted is marked first, and it is released at the end."""
         try:
             with running_under(lease):
                 async with self._heartbeating(lease):
@@ -260,7 +267,7 @@ class RunLeases:
                 if deadline is not None:
                     left = deadline - time.monotonic()
                     if left <= 0:
-                        raise SessionBusyError(
+                        raise RunWaitTimeoutError(
                             f"session {key[2]!r} is busy: waited {timeout:g} s for the run "
                             "ahead of this one; this message was not stored"
                         )

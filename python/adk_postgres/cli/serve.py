@@ -5,11 +5,15 @@ The command line after the command name goes to ADK unchanged (``adk web --help`
 Services whose ``--*_service_uri`` is not given are put on the database from the global options
 (embedded PostgreSQL by default) under the URI ``adkpg+cli://``, which names no password, so
 ADK's start-up banner and logs never show one.
+
+Runs (``/run``, ``/run_sse``) of one session take its run lease (``--run-strategy``, see
+``adk_postgres.runs``) when sessions are on adk-postgres.
 """
 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -17,6 +21,8 @@ import click
 from .. import adk_services
 from ..artifact_service import PostgresArtifactService
 from ..memory_service import PostgresMemoryService
+from ..run_middleware import RunLeaseMiddleware
+from ..runs import DEFAULT_EXPIRY, DEFAULT_WAIT_TIMEOUT, STRATEGIES
 from ..session_service import PostgresSessionService
 from ._app import main, run_async
 from ._output import err_console
@@ -75,11 +81,85 @@ def check_database(settings: Settings, args: tuple[str, ...]) -> None:
     run_async(settings.database().migrate())
 
 
-def _serve(settings: Settings, command: str, args: tuple[str, ...]) -> None:
+@dataclass(frozen=True)
+class RunLeaseOptions:
+    """``--run-strategy`` (``off``: no leases), ``--run-lease-expiry``, ``--run-wait-timeout``
+    (0: wait as long as it takes)."""
+
+    strategy: str = "enqueue"
+    expiry: float = DEFAULT_EXPIRY
+    wait_timeout: float = DEFAULT_WAIT_TIMEOUT
+
+
+def install_run_leases(options: RunLeaseOptions) -> None:
+    """Make the app ADK's command builds run ``/run`` and ``/run_sse`` under run leases, when
+    its session service is ours. ADK's ``get_fast_api_app`` has no hook for middleware, so
+    this process's copy of it is wrapped (the command serves one app and then exits); the
+    session service it creates is caught on the way."""
+    import google.adk.cli.fast_api as fast_api
+
+    if options.strategy == "off" or getattr(fast_api.get_fast_api_app, "_adk_postgres", False):
+        return
+    build_app = fast_api.get_fast_api_app
+
+    def get_fast_api_app(*args: Any, **kwargs: Any) -> Any:
+        created: list[object] = []
+        make_sessions = fast_api.create_session_service_from_options
+
+        def caught(*a: Any, **kw: Any) -> Any:
+            service = make_sessions(*a, **kw)
+            created.append(service)
+            return service
+
+        fast_api.create_session_service_from_options = caught
+        try:
+            app = build_app(*args, **kwargs)
+        finally:
+            fast_api.create_session_service_from_options = make_sessions
+        service = created[-1] if created else None
+        if isinstance(service, PostgresSessionService):
+            leases = service.run_leases(
+                strategy=options.strategy,  # type: ignore[arg-type]
+                expiry=options.expiry,
+                wait_timeout=options.wait_timeout or None,
+            )
+            app.add_middleware(RunLeaseMiddleware, leases=leases)
+        return app
+
+    get_fast_api_app._adk_postgres = True  # type: ignore[attr-defined]
+    fast_api.get_fast_api_app = get_fast_api_app
+
+
+RUN_LEASE_HELP = """\
+adk-postgres options (before or after ADK's):
+  --run-strategy [enqueue|reject|interrupt|off]
+                           What a run request (/run, /run_sse) does while another run of the
+                           same session is in progress, in any server process on the
+                           database: wait its turn (default), get 409, or stop the running
+                           one. A request may choose with the header
+                           X-ADK-Postgres-Run-Strategy.
+  --run-lease-expiry SECONDS
+                           A session held by a process that died is free again after this
+                           long (default 30).
+  --run-wait-timeout SECONDS
+                           A waiting run gives up with 503 after this long (default 300; 0:
+                           no limit).
+"""
+
+
+def _serve(
+    settings: Settings,
+    command: str,
+    args: tuple[str, ...],
+    runs: RunLeaseOptions | None = None,
+) -> None:
     from google.adk.cli.cli_tools_click import main as adk_main
 
     register_cli_services(settings)
-    if not (_given("--help", args) or _given("-h", args)):
+    if _given("--help", args) or _given("-h", args):
+        click.echo(RUN_LEASE_HELP)
+    else:
+        install_run_leases(runs or RunLeaseOptions())
         check_database(settings, args)
         err_console.print(
             f"adk-postgres: sessions, artifacts and memory on {settings.database().describe()}",
@@ -107,10 +187,35 @@ def _make_server_command(command: str, summary: str) -> click.Command:
         context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
         add_help_option=False,
     )
+    @click.option(
+        "--run-strategy",
+        type=click.Choice([*STRATEGIES, "off"]),
+        default="enqueue",
+        show_default=True,
+    )
+    @click.option(
+        "--run-lease-expiry",
+        type=click.FloatRange(min=0.1),
+        default=DEFAULT_EXPIRY,
+        show_default=True,
+    )
+    @click.option(
+        "--run-wait-timeout",
+        type=click.FloatRange(min=0),
+        default=DEFAULT_WAIT_TIMEOUT,
+        show_default=True,
+    )
     @click.argument("args", nargs=-1, type=click.UNPROCESSED)
     @click.pass_obj
-    def server(settings: Settings, args: tuple[str, ...]) -> None:
-        _serve(settings, command, args)
+    def server(
+        settings: Settings,
+        run_strategy: str,
+        run_lease_expiry: float,
+        run_wait_timeout: float,
+        args: tuple[str, ...],
+    ) -> None:
+        runs = RunLeaseOptions(run_strategy, run_lease_expiry, run_wait_timeout)
+        _serve(settings, command, args, runs)
 
     return server
 

@@ -296,3 +296,17 @@ async def test_a_session_deleted_and_recreated_under_a_lease_refuses_the_old_run
         assert fresh is not None
         with pytest.raises(RunLeaseLostError):  # the new session was never granted to us
             await svc.append_event(fresh, _event("inv", "x"))
+
+
+async def test_taking_a_lease_is_no_change_of_the_session(
+    make_service: Callable[..., PostgresSessionService],
+) -> None:
+    svc, other = make_service(), make_service()
+    created = await svc.create_session(app_name=APP, user_id=USER, session_id="s", state={"k": 1})
+    async with other.run_lease(APP, USER, "s"):
+        pass
+    async with svc.run_lease(APP, USER, "s"):
+        # A copy read before the lease still appends: the grant bumped no revision.
+        read = await other.get_session(app_name=APP, user_id=USER, session_id="s")
+        assert read == created and read.last_update_time == created.last_update_time
+        await svc.append_event(created, _event("inv", "after the grant", k=2))

@@ -543,3 +543,38 @@ async def test_upgrading_keeps_roles_granted_before_the_hardening(
     finally:
         for t in (owner, tenant):
             await t.db.close()
+
+
+async def test_run_leases_stay_within_a_tenant(
+    pg_url: str, schema_name: str, pg_admin: asyncpg.Connection, roles: list[str]
+) -> None:
+    shop_role, docs_role, _ = roles
+    owner = Tenant(pg_url, schema_name)
+    await owner.sessions.list_sessions(app_name="x")
+    for role in (shop_role, docs_role):
+        await pg_admin.execute(RUNTIME_GRANTS.format(schema=f'"{schema_name}"', role=role))
+    await grant_tenant(owner.db, shop_role, "shop")
+    await grant_tenant(owner.db, docs_role, "docs")
+    await enable_row_level_security(owner.db)
+    shop = Tenant(as_role(pg_url, shop_role), schema_name)
+    docs = Tenant(as_role(pg_url, docs_role), schema_name)
+    try:
+        session = await shop.sessions.create_session(app_name="shop", user_id="bob")
+        async with shop.sessions.run_lease("shop", "bob", session.id) as lease:
+            assert lease is not None
+            await shop.sessions.append_event(session, _event("mine"))
+            # Another tenant can neither claim (nor block) the session, nor see its run.
+            async with docs.sessions.run_lease("shop", "bob", session.id) as foreign:
+                assert foreign is None
+            async with pg_admin.transaction():
+                await pg_admin.execute(f'SET LOCAL ROLE "{docs_role}"')
+                seen_by_docs = await pg_admin.fetchval(
+                    f'SELECT count(*) FROM "{schema_name}".session_runs'
+                )
+            assert seen_by_docs == 0
+            assert (
+                await pg_admin.fetchval(f'SELECT count(*) FROM "{schema_name}".session_runs') == 1
+            )
+    finally:
+        for tenant in (shop, docs, owner):
+            await tenant.db.close()

@@ -12,6 +12,16 @@
 --   NULL: no leased run was ever granted (unleased appends never check it).
 ALTER TABLE {schema}.sessions ADD COLUMN IF NOT EXISTS run_fence bigint;
 
+-- Granting a run changes only run_fence: that is no change of the session (its revision and
+-- update time stay, so copies read before the grant can still append). The V2 trigger that
+-- bumps the revision for writers that do not know it must not fire for it.
+DROP TRIGGER IF EXISTS adk_postgres_foreign_session_update ON {schema}.sessions;
+CREATE TRIGGER adk_postgres_foreign_session_update
+    BEFORE UPDATE ON {schema}.sessions
+    FOR EACH ROW WHEN (NEW.revision = OLD.revision
+                       AND NEW.run_fence IS NOT DISTINCT FROM OLD.run_fence)
+    EXECUTE FUNCTION {schema}.adk_postgres_foreign_session_update();
+
 CREATE TABLE IF NOT EXISTS {schema}.session_runs (
     app_name      varchar(128) NOT NULL,
     user_id       varchar(128) NOT NULL,

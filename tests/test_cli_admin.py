@@ -49,6 +49,7 @@ ALL_TABLES = {
     "memory_entries",
     "memory_tombstones",
     "tenants",
+    "session_runs",
 }
 
 

@@ -137,3 +137,18 @@ def test_the_embedded_server_is_described_as_a_unix_socket_and_starts_quietly(
         assert "pg_ctl" in verbose.stderr, verbose.stderr
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.mark.parametrize("command", ["web", "api_server"])
+def test_run_lease_options_are_checked_and_listed(command: str) -> None:
+    bad = _cli(command, "--run-strategy", "later", str(EXAMPLES))
+    assert bad.returncode == 2, bad.stderr
+    assert "Invalid value for '--run-strategy'" in bad.stderr
+    assert "'later' is not one of 'enqueue', 'reject', 'interrupt', 'off'" in bad.stderr
+    negative = _cli(command, "--run-lease-expiry", "0", str(EXAMPLES))
+    assert negative.returncode == 2 and "--run-lease-expiry" in negative.stderr
+    helped = _cli(command, "--help")
+    assert helped.returncode == 0, helped.stderr
+    for option in ("--run-strategy", "--run-lease-expiry", "--run-wait-timeout"):
+        assert option in helped.stdout
+    assert "--session_service_uri" in helped.stdout  # ADK's own options follow

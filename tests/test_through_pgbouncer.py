@@ -25,6 +25,7 @@ SESSION_SUITES = [
     "test_reads_racing_appends.py",
     "test_recreated_session.py",
     "test_lost_replies.py",
+    "test_run_leases.py",
 ]
 # Artifacts and memory write in transactions (chunks, extension set-up): transaction mode only.
 TRANSACTION_ONLY_SUITES = [

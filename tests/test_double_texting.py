@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -344,3 +345,41 @@ def test_a_paused_holder_cannot_append_when_it_wakes_up(
     finally:
         output = sleeper.stop()
     assert "Traceback" not in output, output
+
+
+def test_requests_the_lease_cannot_serve_get_adks_own_answer_or_a_clear_4xx(
+    servers: tuple[Server, Server],
+) -> None:
+    first, _ = servers
+    assert first.run("no-such-session", "hi").status_code == 404  # ADK's own answer
+    broken = first.client.post(
+        "/run", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert broken.status_code == 422
+    nul = first.run("bad\u0000id", "hi")
+    assert nul.status_code == 400 and "NUL" in nul.json()["detail"]
+    long = first.run("x" * 200, "hi")
+    assert long.status_code == 400 and "limit is 128" in long.json()["detail"]
+
+
+def test_streamed_runs_of_one_session_take_turns_too(servers: tuple[Server, Server]) -> None:
+    first, second = servers
+    session_id = first.new_session()
+
+    def stream(server: Server, text: str) -> list[str]:
+        body = {
+            "appName": APP,
+            "userId": USER,
+            "sessionId": session_id,
+            "newMessage": {"role": "user", "parts": [{"text": text}]},
+            "streaming": False,
+        }
+        with server.client.stream("POST", "/run_sse", json=body) as response:
+            assert response.status_code == 200
+            return [line for line in response.iter_lines() if line.startswith("data:")]
+
+    with ThreadPoolExecutor(2) as pool:
+        streams = list(pool.map(stream, (first, second), ("one", "two")))
+    finals = sorted(re.findall(r"turn \d after \d messages", "".join(s))[-1] for s in streams)
+    assert finals == ["turn 1 after 1 messages", "turn 2 after 2 messages"]
+    assert len(_blocks(first.events(session_id))) == 2

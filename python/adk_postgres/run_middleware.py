@@ -23,7 +23,13 @@ import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from .errors import RunLeaseLostError, RunWaitTimeoutError, SessionBusyError
+from .errors import (
+    AdkPostgresError,
+    DataError,
+    RunLeaseLostError,
+    RunWaitTimeoutError,
+    SessionBusyError,
+)
 from .runs import STRATEGIES, RunLeases
 
 logger = logging.getLogger(__name__)
@@ -96,6 +102,15 @@ class RunLeaseMiddleware:
             return
         except RunLeaseLostError as exc:
             await _answer(send, 409, str(exc))
+            return
+        except DataError as exc:  # an id PostgreSQL cannot hold (NUL, too long, not UTF-8)
+            await _answer(send, 400, str(exc))
+            return
+        except AdkPostgresError as exc:  # the database is unreachable or failing
+            logger.warning("could not take the run lease of session %r: %s", target[2], exc)
+            await _answer(
+                send, 503, f"the session's run lease is unavailable: {exc}", retry_after=True
+            )
             return
         if lease is None:  # no such session: ADK answers 404
             await self.app(scope, replay.receive, send)

@@ -36,6 +36,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from ._keys import check_keys
 from .errors import ConfigurationError, RunLeaseLostError, RunWaitTimeoutError, SessionBusyError
 
 if TYPE_CHECKING:
@@ -207,6 +208,7 @@ class RunLeases:
         strategy = _check_strategy(strategy or self.strategy)
         timeout = self.wait_timeout if wait_timeout == "default" else wait_timeout
         _check_seconds("wait_timeout", timeout, optional=True)
+        check_keys(app_name=app_name, user_id=user_id, session_id=session_id)
         key: SessionKey = (app_name, user_id, session_id)
         native = await self._service._database.sessions()
         expiry_ms = int(self.expiry * 1000)

@@ -296,6 +296,9 @@ async def test_a_session_deleted_and_recreated_under_a_lease_refuses_the_old_run
         assert fresh is not None
         with pytest.raises(RunLeaseLostError):  # the new session was never granted to us
             await svc.append_event(fresh, _event("inv", "x"))
+        # The deleted session took its runs with it; the new one is free.
+        async with svc.run_lease(APP, USER, "s", strategy="reject") as lease:
+            assert lease is not None
 
 
 async def test_taking_a_lease_is_no_change_of_the_session(

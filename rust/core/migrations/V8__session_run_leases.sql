@@ -30,7 +30,10 @@ CREATE TABLE IF NOT EXISTS {schema}.session_runs (
     arrived_at    timestamptz  NOT NULL DEFAULT clock_timestamp(),
     heartbeat_at  timestamptz  NOT NULL DEFAULT clock_timestamp(),
     invocation_id varchar(256),
-    PRIMARY KEY (app_name, user_id, session_id, run_id)
+    PRIMARY KEY (app_name, user_id, session_id, run_id),
+    -- A deleted session takes its runs with it (a holder's next heartbeat finds it gone).
+    FOREIGN KEY (app_name, user_id, session_id)
+        REFERENCES {schema}.sessions (app_name, user_id, id) ON DELETE CASCADE
 );
 CREATE INDEX IF NOT EXISTS session_runs_queue
     ON {schema}.session_runs (app_name, user_id, session_id, arrived_at, run_id);

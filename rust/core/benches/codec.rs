@@ -97,6 +97,7 @@ fn store_ops(c: &mut Criterion) {
                     Expected {
                         revision,
                         incarnation: None,
+                        fence: None,
                     },
                     event,
                 ))

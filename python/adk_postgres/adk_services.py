@@ -2,7 +2,8 @@
 
 After `register()`, ADK's own CLI (``adk web``, ``adk api_server``, ``adk run``) and
 `google.adk.cli.fast_api.get_fast_api_app` accept these URIs for
-``--session_service_uri``, ``--artifact_service_uri`` and ``--memory_service_uri``:
+``--session_service_uri``, ``--artifact_service_uri`` and ``--memory_service_uri`` (and,
+with a2a-sdk installed, ``get_fast_api_app(task_store_uri=...)`` for A2A tasks):
 
 * ``adkpg://user:password@host:5432/dbname?sslmode=require`` – a PostgreSQL server; any libpq
   URL with the scheme replaced by ``adkpg``.
@@ -145,10 +146,29 @@ def memory_service_factory(uri: str, **_adk_kwargs: Any) -> PostgresMemoryServic
     return PostgresMemoryService(database=shared_database(parsed))
 
 
+def task_store_factory(uri: str, **_adk_kwargs: Any) -> Any:
+    """A2A task store (`adk_postgres.a2a.PostgresTaskStore`; needs a2a-sdk 1.x)."""
+    from .a2a import PostgresTaskStore
+
+    parsed = ServiceUri.parse(uri)
+    _unexpected(parsed, ())
+    return PostgresTaskStore(database=shared_database(parsed))
+
+
+def _a2a_installed() -> bool:
+    try:
+        from a2a.types import a2a_pb2  # noqa: F401
+    except ImportError:
+        return False
+    return hasattr(a2a_pb2, "ListTasksRequest")
+
+
 def register(registry: Any = None, *, claim_postgresql: bool = False) -> None:
     """Register the three services for ``adkpg://`` and ``adkpg+embedded://`` (and, with
     ``claim_postgresql=True``, for ``postgresql://``/``postgres://`` in place of ADK's
-    ``DatabaseSessionService``). ``registry`` defaults to ADK's global one. Idempotent."""
+    ``DatabaseSessionService``), and with a2a-sdk 1.x installed the A2A task store for
+    ``adkpg://`` and ``adkpg+embedded://``. ``registry`` defaults to ADK's global one.
+    Idempotent."""
     if registry is None:
         from google.adk.cli.service_registry import get_service_registry
 
@@ -160,3 +180,9 @@ def register(registry: Any = None, *, claim_postgresql: bool = False) -> None:
         registry.register_session_service(scheme, session_service_factory)
         registry.register_artifact_service(scheme, artifact_service_factory)
         registry.register_memory_service(scheme, memory_service_factory)
+    # A private method of ADK's registry (ADK's CLI has no task store option yet); skipped
+    # where it is missing.
+    register_task_store = getattr(registry, "_register_task_store_service", None)
+    if register_task_store is not None and _a2a_installed():
+        for scheme in (SCHEME, EMBEDDED_SCHEME):
+            register_task_store(scheme, task_store_factory)

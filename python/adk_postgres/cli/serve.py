@@ -8,11 +8,17 @@ ADK's start-up banner and logs never show one.
 
 Runs (``/run``, ``/run_sse``) of one session take its run lease (``--run-strategy``, see
 ``adk_postgres.runs``) when sessions are on adk-postgres.
+
+With ADK's ``--a2a``, A2A tasks and push-notification configs are kept on the same database
+(``adk_postgres.a2a``), and feedback routes are added next to each agent's A2A endpoint
+(``adk_postgres.a2a_routes``).
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +63,14 @@ def register_cli_services(settings: Settings) -> None:
     registry.register_session_service(CLI_SCHEME, sessions)
     registry.register_artifact_service(CLI_SCHEME, artifacts)
     registry.register_memory_service(CLI_SCHEME, memory)
+    if adk_services._a2a_installed():
+
+        def tasks(uri: str, **_: Any) -> Any:
+            from ..a2a import PostgresTaskStore
+
+            return PostgresTaskStore(database=settings.database())
+
+        registry._register_task_store_service(CLI_SCHEME, tasks)
 
 
 def adk_arguments(command: str, args: tuple[str, ...]) -> list[str]:
@@ -91,14 +105,15 @@ class RunLeaseOptions:
     wait_timeout: float = DEFAULT_WAIT_TIMEOUT
 
 
-def install_run_leases(options: RunLeaseOptions) -> None:
+def install_app_hooks(options: RunLeaseOptions, settings: Settings) -> None:
     """Make the app ADK's command builds run ``/run`` and ``/run_sse`` under run leases, when
-    its session service is ours. ADK's ``get_fast_api_app`` has no hook for middleware, so
-    this process's copy of it is wrapped (the command serves one app and then exits); the
-    session service it creates is caught on the way."""
+    its session service is ours, and (with ``--a2a``) keep A2A tasks and push configs on the
+    database with feedback routes beside them. ADK's ``get_fast_api_app`` has no hook for
+    either, so this process's copy of it is wrapped (the command serves one app and then
+    exits); the session service it creates is caught on the way."""
     import google.adk.cli.fast_api as fast_api
 
-    if options.strategy == "off" or getattr(fast_api.get_fast_api_app, "_adk_postgres", False):
+    if getattr(fast_api.get_fast_api_app, "_adk_postgres", False):
         return
     build_app = fast_api.get_fast_api_app
 
@@ -111,13 +126,21 @@ def install_run_leases(options: RunLeaseOptions) -> None:
             created.append(service)
             return service
 
+        a2a_store = _a2a_task_store(kwargs, settings)
         fast_api.create_session_service_from_options = caught
         try:
-            app = build_app(*args, **kwargs)
+            with _a2a_push_configs_on(settings, enabled=a2a_store is not None):
+                app = build_app(*args, **kwargs)
         finally:
             fast_api.create_session_service_from_options = make_sessions
+        if a2a_store is not None:
+            from ..a2a_routes import feedback_routes
+
+            # First, before any catch-all route of the web UI.
+            for route in reversed(feedback_routes(a2a_store)):
+                app.router.routes.insert(0, route)
         service = created[-1] if created else None
-        if isinstance(service, PostgresSessionService):
+        if options.strategy != "off" and isinstance(service, PostgresSessionService):
             leases = service.run_leases(
                 strategy=options.strategy,  # type: ignore[arg-type]
                 expiry=options.expiry,
@@ -128,6 +151,40 @@ def install_run_leases(options: RunLeaseOptions) -> None:
 
     get_fast_api_app._adk_postgres = True  # type: ignore[attr-defined]
     fast_api.get_fast_api_app = get_fast_api_app
+
+
+def _a2a_task_store(kwargs: dict[str, Any], settings: Settings) -> Any:
+    """With ``a2a=True`` and no task store chosen: our task store on the CLI's database (set
+    into ``kwargs`` as ``adkpg+cli://``), returned for the feedback routes; else None."""
+    if not kwargs.get("a2a") or kwargs.get("task_store_uri") or not adk_services._a2a_installed():
+        return None
+    from ..a2a import PostgresTaskStore
+
+    kwargs["task_store_uri"] = f"{CLI_SCHEME}://"
+    return PostgresTaskStore(database=settings.database())
+
+
+@contextmanager
+def _a2a_push_configs_on(settings: Settings, *, enabled: bool) -> Iterator[None]:
+    """While ADK builds the app: its A2A routes get our push-config store (ADK creates an
+    ``InMemoryPushNotificationConfigStore`` per agent, with no option to choose another)."""
+    if not enabled:
+        yield
+        return
+    import a2a.server.tasks as a2a_tasks
+
+    from ..a2a import PostgresPushNotificationConfigStore
+
+    in_memory = a2a_tasks.InMemoryPushNotificationConfigStore
+
+    def on_database(*_: Any, **__: Any) -> PostgresPushNotificationConfigStore:
+        return PostgresPushNotificationConfigStore(database=settings.database())
+
+    a2a_tasks.InMemoryPushNotificationConfigStore = on_database  # type: ignore[assignment,misc]
+    try:
+        yield
+    finally:
+        a2a_tasks.InMemoryPushNotificationConfigStore = in_memory  # type: ignore[misc]
 
 
 RUN_LEASE_HELP = """\
@@ -159,7 +216,7 @@ def _serve(
     if _given("--help", args) or _given("-h", args):
         click.echo(RUN_LEASE_HELP)
     else:
-        install_run_leases(runs or RunLeaseOptions())
+        install_app_hooks(runs or RunLeaseOptions(), settings)
         check_database(settings, args)
         err_console.print(
             f"adk-postgres: sessions, artifacts and memory on {settings.database().describe()}",

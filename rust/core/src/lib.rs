@@ -7,6 +7,7 @@
 //! * [`sessions`] — sessions, events, app/user state ([`sessions::Sessions`])
 //! * [`artifacts`] — versioned artifacts, content by SHA-256 ([`artifacts::Artifacts`])
 //! * [`memory`] — memory entries and their ranked search ([`memory::Memory`])
+//! * [`a2a`] — A2A tasks, push-notification configs, feedback ([`a2a::A2a`])
 //! * [`admin`] — migration status, doctor, stats, prune ([`admin::Admin`])
 //! * [`tenancy`] — row-level security by tenant ([`tenancy::Tenancy`])
 //!
@@ -25,6 +26,7 @@
 //! * [`codec`] — raw JSON/JSONB pass-through
 //! * [`error`] — SQLSTATE → error kind
 
+pub mod a2a;
 pub mod admin;
 pub mod artifacts;
 pub mod codec;

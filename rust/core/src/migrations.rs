@@ -40,6 +40,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(6, "session_incarnation"),
     migration!(7, "tenancy_hardening"),
     migration!(8, "session_run_leases"),
+    migration!(9, "a2a"),
 ];
 
 /// The newest schema version this build knows.

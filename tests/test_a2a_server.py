@@ -1,0 +1,250 @@
+"""A2A end to end: the SDK's client talks to `adk-postgres api_server --a2a examples`; tasks
+and push configs survive a restart, a second server process on the same database sees and
+updates the same task, and the feedback routes answer over HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+a2a_pb2 = pytest.importorskip("a2a.types.a2a_pb2")
+from a2a.client import ClientConfig, create_client  # noqa: E402
+from a2a.client.card_resolver import parse_agent_card  # noqa: E402
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+CLI = Path(sys.executable).with_name("adk-postgres")
+AGENT = "basic_agent"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class A2aServer:
+    """One `adk-postgres api_server --a2a` process serving the examples."""
+
+    def __init__(self, pg_url: str, schema: str) -> None:
+        self.port = _free_port()
+        env = {k: v for k, v in os.environ.items() if k != "GOOGLE_API_KEY"}
+        self.process = subprocess.Popen(
+            [
+                str(CLI),
+                "-d",
+                pg_url,
+                "--schema",
+                schema,
+                "api_server",
+                "--a2a",
+                "--port",
+                str(self.port),
+                str(EXAMPLES),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.rpc_url = f"{self.url}/a2a/{AGENT}"
+        self.http = httpx.Client(base_url=self.url, timeout=60)
+        deadline = time.monotonic() + 90
+        while True:
+            if self.process.poll() is not None:
+                pytest.fail(f"api_server exited early:\n{self.process.stdout.read()}")
+            try:
+                card = self.http.get(f"/a2a/{AGENT}/.well-known/agent-card.json")
+                if card.status_code == 200:
+                    self.card_json = card.json()
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("api_server did not become ready in 90 s")
+            time.sleep(0.2)
+
+    async def client(self):  # noqa: ANN201 - the SDK's Client
+        """The SDK's client, from the served card pointed at this server's port."""
+        card = parse_agent_card(self.card_json)
+        for interface in card.supported_interfaces:
+            interface.url = self.rpc_url
+        return await create_client(card, ClientConfig(streaming=False))
+
+    def stop(self) -> str:
+        self.http.close()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.stdout.read() if self.process.stdout else ""
+
+
+@pytest.fixture(scope="module")
+def schema(pg_direct_url: str) -> Iterator[str]:
+    name = f"t_a2a_{uuid.uuid4().hex[:10]}"
+    yield name
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(pg_direct_url)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
+
+
+def _message(text: str, *, context_id: str = "", task_id: str = "") -> a2a_pb2.Message:
+    message = a2a_pb2.Message(
+        message_id=uuid.uuid4().hex, role=a2a_pb2.ROLE_USER, context_id=context_id
+    )
+    if task_id:
+        message.task_id = task_id
+    message.parts.add(text=text)
+    return message
+
+
+async def _send(server: A2aServer, message: a2a_pb2.Message) -> a2a_pb2.Task:
+    client = await server.client()
+    try:
+        task = None
+        async for response in client.send_message(a2a_pb2.SendMessageRequest(message=message)):
+            if response.HasField("task"):
+                task = response.task
+        assert task is not None, "no task in the response"
+        return task
+    finally:
+        await client.close()
+
+
+async def _get(server: A2aServer, task_id: str) -> a2a_pb2.Task:
+    client = await server.client()
+    try:
+        return await client.get_task(a2a_pb2.GetTaskRequest(id=task_id))
+    finally:
+        await client.close()
+
+
+def _texts(task: a2a_pb2.Task) -> list[str]:
+    found = [p.text for a in task.artifacts for p in a.parts if p.text]
+    found += [p.text for m in task.history for p in m.parts if p.text]
+    return found
+
+
+async def test_tasks_survive_a_restart_and_are_shared_by_two_servers(
+    pg_url: str, schema: str, pg_direct_url: str
+) -> None:
+    first = A2aServer(pg_url, schema)
+    try:
+        task = await _send(first, _message("convert 21"))
+        assert task.status.state == a2a_pb2.TASK_STATE_COMPLETED, task
+        assert any("69.8" in t for t in _texts(task)), _texts(task)
+        client = await first.client()
+        try:
+            config = a2a_pb2.TaskPushNotificationConfig(
+                task_id=task.id, id="hook-1", url="https://hooks.example/a2a", token="t0k"
+            )
+            await client.create_task_push_notification_config(config)
+        finally:
+            await client.close()
+    finally:
+        log = first.stop()
+    assert "Traceback" not in log, log[-3000:]
+
+    # Stored in PostgreSQL, not in the process.
+    conn = await asyncpg.connect(pg_direct_url)
+    try:
+        rows = await conn.fetch(f'SELECT task_id, state FROM "{schema}".a2a_tasks')
+        configs = await conn.fetchval(f'SELECT count(*) FROM "{schema}".a2a_push_configs')
+    finally:
+        await conn.close()
+    assert [(r["task_id"], r["state"]) for r in rows] == [(task.id, "TASK_STATE_COMPLETED")]
+    assert configs == 1
+
+    restarted = A2aServer(pg_url, schema)
+    second = A2aServer(pg_url, schema)
+    try:
+        again = await _get(restarted, task.id)
+        assert again.id == task.id and again.context_id == task.context_id
+        assert list(again.history) == list(task.history)
+        assert list(again.artifacts) == list(task.artifacts)
+        assert again.status.state == a2a_pb2.TASK_STATE_COMPLETED
+        client = await restarted.client()
+        try:
+            listed = await client.list_task_push_notification_configs(
+                a2a_pb2.ListTaskPushNotificationConfigsRequest(task_id=task.id)
+            )
+        finally:
+            await client.close()
+        assert [(c.id, c.url) for c in listed.configs] == [("hook-1", "https://hooks.example/a2a")]
+
+        # The second process continues the conversation (same context: the same ADK session);
+        # the first sees what it did.
+        follow_up = await _send(second, _message("convert 100", context_id=task.context_id))
+        assert follow_up.context_id == task.context_id
+        assert any("212" in t for t in _texts(follow_up)), _texts(follow_up)
+        seen = await _get(restarted, follow_up.id)
+        assert list(seen.history) == list(follow_up.history)
+        listing = await restarted.client()
+        try:
+            page = await listing.list_tasks(a2a_pb2.ListTasksRequest(context_id=task.context_id))
+        finally:
+            await listing.close()
+        assert {t.id for t in page.tasks} == {task.id, follow_up.id}
+
+        # Feedback over HTTP, on either server.
+        path = f"/a2a/{AGENT}/tasks/{task.id}/feedback"
+        created = restarted.http.post(path, json={"rating": 5, "text": "spot on"})
+        assert created.status_code == 201, created.text
+        assert created.json()["rating"] == 5
+        listed_fb = second.http.get(path)
+        assert listed_fb.status_code == 200
+        assert [(f["rating"], f["text"]) for f in listed_fb.json()["feedback"]] == [
+            (5, "spot on")
+        ]
+        for body, status in [
+            ({"rating": 0}, 400),
+            ({"rating": "5"}, 400),
+            ({"text": "no rating"}, 400),
+            ({"rating": 3, "text": "nul \u0000"}, 400),
+            ({"rating": 3, "extra": 1}, 400),
+            ({"rating": 3, "metadata": [1]}, 400),
+        ]:
+            response = restarted.http.post(path, json=body)
+            assert response.status_code == status, (body, response.text)
+            assert "error" in response.json()
+        assert restarted.http.post(path, content=b"{not json").status_code == 400
+        assert restarted.http.get(path, params={"limit": "0"}).status_code == 400
+        assert restarted.http.get(path, params={"after": "x"}).status_code == 400
+        missing = restarted.http.post(f"/a2a/{AGENT}/tasks/nope/feedback", json={"rating": 4})
+        assert missing.status_code == 404
+        assert len(second.http.get(path).json()["feedback"]) == 1  # nothing half-written
+        # An unknown task over A2A is the SDK's error, not a crash.
+        client = await second.client()
+        try:
+            with pytest.raises(Exception) as raised:
+                await client.get_task(a2a_pb2.GetTaskRequest(id="no-such-task"))
+            assert "not found" in str(raised.value).lower()
+        finally:
+            await client.close()
+    finally:
+        logs = [restarted.stop(), second.stop()]
+    for log in logs:
+        assert "Traceback" not in log, log[-3000:]

@@ -216,9 +216,7 @@ async def test_tasks_survive_a_restart_and_are_shared_by_two_servers(
         assert created.json()["rating"] == 5
         listed_fb = second.http.get(path)
         assert listed_fb.status_code == 200
-        assert [(f["rating"], f["text"]) for f in listed_fb.json()["feedback"]] == [
-            (5, "spot on")
-        ]
+        assert [(f["rating"], f["text"]) for f in listed_fb.json()["feedback"]] == [(5, "spot on")]
         for body, status in [
             ({"rating": 0}, 400),
             ({"rating": "5"}, 400),
@@ -232,7 +230,8 @@ async def test_tasks_survive_a_restart_and_are_shared_by_two_servers(
             assert "error" in response.json()
         assert restarted.http.post(path, content=b"{not json").status_code == 400
         assert restarted.http.get(path, params={"limit": "0"}).status_code == 400
-        assert restarted.http.get(path, params={"after": "x"}).status_code == 400
+        assert restarted.http.get(path, params={"after": "x\u0000"}).status_code == 400
+        assert restarted.http.get(path, params={"limit": "many"}).status_code == 400
         missing = restarted.http.post(f"/a2a/{AGENT}/tasks/nope/feedback", json={"rating": 4})
         assert missing.status_code == 404
         assert len(second.http.get(path).json()["feedback"]) == 1  # nothing half-written

@@ -365,7 +365,7 @@ async def test_feedback(store: PostgresTaskStore, pg_admin: asyncpg.Connection, 
     await store.save(make_task("rated"), ctx())
     first = await store.add_feedback("rated", 5, "great", {"source": "ui", "n": [1, 2]})
     second = await store.add_feedback("rated", 2)
-    assert first.feedback_id < second.feedback_id and first.created_at <= second.created_at
+    assert first.feedback_id != second.feedback_id and first.created_at <= second.created_at
     listed = await store.list_feedback("rated")
     assert [(f.rating, f.text, f.metadata) for f in listed] == [
         (5, "great", {"source": "ui", "n": [1, 2]}),
@@ -488,3 +488,75 @@ async def test_task_store_registered_for_adkpg_uris(pg_url: str, schema_name: st
     assert isinstance(created, PostgresTaskStore)
     await created.save(make_task("via-registry"), ctx())
     assert (await created.get("via-registry", ctx())).id == "via-registry"
+
+
+# -- operations: stats, prune, export/restore ---------------------------------------------------
+
+
+async def test_stats_prune_and_backup_carry_tasks(
+    store: PostgresTaskStore,
+    database: Database,
+    pg_url: str,
+    pg_admin: asyncpg.Connection,
+    schema_name: str,
+    tmp_path,
+) -> None:
+    import io
+
+    from test_cli_admin import cli
+
+    from adk_postgres.admin import Admin
+    from adk_postgres.transfer import export_backup, restore_backup
+
+    done = a2a_pb2.TASK_STATE_COMPLETED
+    for i in range(3):
+        await store.save(make_task(f"done-{i}", state=done, history=1), ctx())
+    await store.save(make_task("running", history=1), ctx())
+    await store.add_feedback("done-0", 4, "ok")
+    await PostgresPushNotificationConfigStore(database=database).set_info(
+        "running", a2a_pb2.TaskPushNotificationConfig(url="https://h.example"), ctx()
+    )
+    base = ["-d", pg_url, "--schema", schema_name]
+    stats = await cli(*base, "stats", "--json")
+    assert stats.exit_code == 0, stats.output
+    data = stats.json()
+    assert data["a2a_tasks"] == {"TASK_STATE_COMPLETED": 3, "TASK_STATE_WORKING": 1}
+    assert data["a2a_feedback"] == 1
+    text = await cli(*base, "stats")
+    assert "A2A tasks (all apps): 4 (completed 3, working 1); feedback: 1" in text.stdout
+
+    # Export → restore into an empty schema → the same tasks, configs and feedback.
+    out = io.BytesIO()
+    await export_backup(database, out)
+    target_schema = f"{schema_name}_r"
+    try:
+        async with Database(pg_url, schema=target_schema) as target:
+            await restore_backup(target, io.BytesIO(out.getvalue()))
+            await restore_backup(target, io.BytesIO(out.getvalue()))  # idempotent
+            restored = PostgresTaskStore(database=target)
+            for task_id in ("done-0", "done-1", "done-2", "running"):
+                assert await restored.get(task_id, ctx()) == await store.get(task_id, ctx())
+            assert [f.text for f in await restored.list_feedback("done-0")] == ["ok"]
+            configs = await PostgresPushNotificationConfigStore(database=target).get_info(
+                "running", ctx()
+            )
+            assert [c.url for c in configs] == ["https://h.example"]
+    finally:
+        await pg_admin.execute(f'DROP SCHEMA IF EXISTS "{target_schema}" CASCADE')
+
+    # Prune: only finished tasks older than the cutoff, with their feedback.
+    await pg_admin.execute(
+        f"UPDATE \"{schema_name}\".a2a_tasks SET updated_at = now() - interval '3 days'"
+        " WHERE task_id IN ('done-0', 'done-1', 'running')"
+    )
+    admin = Admin(database)
+    dry = await admin.prune(tasks_finished_before="2d", dry_run=True)
+    assert (dry.tasks, dry.task_feedback) == (2, 1)
+    refused = await cli(*base, "prune", "--tasks-finished-before", "2d", "--app", "x")
+    assert refused.exit_code == 2 and "not stored per app" in refused.stderr
+    pruned = await cli(*base, "prune", "--tasks-finished-before", "2d")
+    assert pruned.exit_code == 0, pruned.output
+    assert "A2A tasks: 2 (with 1 feedback)" in pruned.stdout
+    left = await pg_admin.fetch(f'SELECT task_id FROM "{schema_name}".a2a_tasks ORDER BY 1')
+    assert [r["task_id"] for r in left] == ["done-2", "running"]
+    assert await pg_admin.fetchval(f'SELECT count(*) FROM "{schema_name}".a2a_task_feedback') == 0

@@ -50,6 +50,9 @@ ALL_TABLES = {
     "memory_tombstones",
     "tenants",
     "session_runs",
+    "a2a_tasks",
+    "a2a_push_configs",
+    "a2a_task_feedback",
 }
 
 

@@ -230,6 +230,63 @@ class Memory:
         vector: bytes | None = None,
     ) -> Awaitable[list[MemoryHitRow]]: ...
 
+# --- A2A (rust/python/src/a2a.rs): tasks and push configs are the a2a-sdk's serialized
+# protobuf messages; adk_postgres.a2a turns them into its types.
+
+class A2a:
+    """A2A tasks, push-notification configs and feedback on a Database's pool."""
+
+    def __init__(self, database: Database) -> None: ...
+    # (True, version, None) when written; (False, version, stored_bytes) when the stored task
+    # is not at `expected_version`; (False, None, None) when it was deleted meanwhile.
+    def save_task(
+        self,
+        owner: str,
+        task_id: str,
+        context_id: str,
+        state: str,
+        status_ts_ns: int | None,
+        task: bytes,
+        expected_version: int | None,
+    ) -> Awaitable[tuple[bool, int | None, bytes | None]]: ...
+    # (version, task_bytes) or None.
+    def get_task(self, owner: str, task_id: str) -> Awaitable[tuple[int, bytes] | None]: ...
+    # (total matching, [(status_ts_ns, task_id, task_bytes)]) in ListTasks order, after the
+    # cursor (status_ts_ns, task_id) when given.
+    def list_tasks(
+        self,
+        owner: str,
+        context_id: str | None,
+        state: str | None,
+        status_after_ns: int | None,
+        cursor: tuple[int | None, str] | None,
+        limit: int,
+    ) -> Awaitable[tuple[int, list[tuple[int | None, str, bytes]]]]: ...
+    def delete_task(self, owner: str, task_id: str) -> Awaitable[bool]: ...
+    def delete_context(self, context_id: str, owner: str | None = None) -> Awaitable[int]: ...
+    def set_push_config(
+        self, owner: str, task_id: str, config_id: str, config: bytes
+    ) -> Awaitable[None]: ...
+    def push_configs(self, owner: str, task_id: str) -> Awaitable[list[bytes]]: ...
+    def push_configs_for_dispatch(self, task_id: str) -> Awaitable[list[bytes]]: ...
+    def delete_push_configs(
+        self, owner: str, task_id: str, config_id: str | None = None
+    ) -> Awaitable[int]: ...
+    # created_at (epoch seconds), or None when the owner has no such task.
+    def add_feedback(
+        self,
+        feedback_id: str,
+        owner: str,
+        task_id: str,
+        rating: int,
+        text: str | None = None,
+        metadata: bytes | None = None,
+    ) -> Awaitable[float | None]: ...
+    # [(feedback_id, rating, text, metadata_json, created_at)], oldest first.
+    def list_feedback(
+        self, owner: str, task_id: str, after: str | None, limit: int
+    ) -> Awaitable[list[tuple[str, int, str | None, bytes | None, float]]]: ...
+
 # --- Operations (rust/python/src/admin.rs): plain dicts, turned into dataclasses by
 # adk_postgres.admin.
 
@@ -260,10 +317,12 @@ class Admin:
     def restore_rows(self, table: str, rows: list[bytes]) -> Awaitable[int]: ...
     # {"apps": [(app, users, sessions, events, files, versions, bytes, memories)], "totals",
     #  "artifact_contents", "stored_contents", "stored_content_bytes",
+    #  "a2a_tasks": [(state, count)], "a2a_feedback",
     #  "tables": [(name, bytes, rows_estimate or None)]}
     def stats(self, app_name: str | None = None) -> Awaitable[dict[str, object]]: ...
     # {"dry_run", "cutoff", "apps": [(app, sessions, session_events, events, files, versions)],
-    #  "contents", "content_bytes", "files", "files_queued", "batches"}
+    #  "contents", "content_bytes", "files", "files_queued", "batches", "tasks_cutoff",
+    #  "tasks", "task_feedback"}
     def prune(
         self,
         *,
@@ -273,6 +332,7 @@ class Admin:
         orphaned_artifacts: bool = False,
         content_dir: str | None = None,
         file_grace: float = 3600.0,
+        tasks_finished_before: float | None = None,
         dry_run: bool = False,
         batch_size: int = 1000,
     ) -> Awaitable[dict[str, object]]: ...

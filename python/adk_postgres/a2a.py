@@ -39,6 +39,7 @@ remove finished ones.
 from __future__ import annotations
 
 import json
+import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -379,12 +380,12 @@ class PostgresTaskStore(DatabaseBacked, TaskStore):
         if text is not None:
             check_text("feedback text", text, max_length=MAX_FEEDBACK_TEXT)
         metadata_json = _metadata_json(metadata)
-        added = await (await self._store()).add_feedback(
-            owner, task_id, rating, text, metadata_json
+        feedback_id = uuid.uuid4().hex
+        created_at = await (await self._store()).add_feedback(
+            feedback_id, owner, task_id, rating, text, metadata_json
         )
-        if added is None:
+        if created_at is None:
             raise TaskNotFoundError(f"no task {task_id!r}")
-        feedback_id, created_at = added
         return TaskFeedback(
             feedback_id=feedback_id,
             task_id=task_id,
@@ -399,16 +400,18 @@ class PostgresTaskStore(DatabaseBacked, TaskStore):
         self,
         task_id: str,
         *,
-        after: int = 0,
+        after: str | None = None,
         limit: int = 100,
         context: ServerCallContext | None = None,
     ) -> list[TaskFeedback]:
-        """A task's feedback, oldest first; ``after`` a feedback id to page on."""
+        """A task's feedback, oldest first, at most ``limit`` (≤ 10,000); pass the last
+        one's ``feedback_id`` as ``after`` for the next page."""
         owner = _owner(self.owner_resolver, context)
         _check_id("task id", task_id)
-        for name, value, low in (("after", after, 0), ("limit", limit, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise DataError(f"{name} must be an int >= {low}")
+        if after is not None:
+            _check_id("after", after)
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise DataError("limit must be an int >= 1")
         rows = await (await self._store()).list_feedback(owner, task_id, after, min(limit, 10_000))
         return [
             TaskFeedback(
@@ -427,7 +430,7 @@ class PostgresTaskStore(DatabaseBacked, TaskStore):
 class TaskFeedback:
     """Feedback on a task, as stored."""
 
-    feedback_id: int
+    feedback_id: str
     task_id: str
     rating: int
     text: str | None

@@ -2,7 +2,8 @@
 
 * ``POST /a2a/{app}/tasks/{task_id}/feedback`` with ``{"rating": 1-5, "text": "...",
   "metadata": {...}}`` (text and metadata optional) → 201 and the stored feedback;
-* ``GET /a2a/{app}/tasks/{task_id}/feedback?after=ID&limit=N`` → 200 and ``{"feedback": [...]}``.
+* ``GET /a2a/{app}/tasks/{task_id}/feedback?after=ID&limit=N`` → 200 and ``{"feedback": [...]}``
+  (oldest first; ``after``: the last feedback id of the previous page).
 
 The task's owner is resolved as the A2A endpoints resolve it (the SDK's request context: the
 authenticated user's name, ``""`` without authentication). Errors: 400 with a message for a
@@ -59,7 +60,7 @@ def feedback_routes(store: PostgresTaskStore) -> list[Route]:
         context = _context_builder.build(request)
         try:
             if request.method == "GET":
-                after = _int_param(request, "after", 0, 0, 2**63 - 1)
+                after = request.query_params.get("after")
                 limit = _int_param(request, "limit", 100, 1, 1000)
                 listed = await store.list_feedback(
                     task_id, after=after, limit=limit, context=context

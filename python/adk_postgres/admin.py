@@ -195,6 +195,10 @@ class Stats:
     stored_contents: int
     stored_content_bytes: int
     tables: list[TableSize]
+    #: A2A tasks per state name (``TASK_STATE_COMPLETED`` …), of every app (tasks are not
+    #: stored per app), and the feedback on them.
+    a2a_tasks: dict[str, int] = field(default_factory=dict)
+    a2a_feedback: int = 0
 
     @classmethod
     def _from_native(cls, raw: dict[str, Any]) -> Stats:
@@ -205,6 +209,8 @@ class Stats:
             stored_contents=raw["stored_contents"],
             stored_content_bytes=raw["stored_content_bytes"],
             tables=[TableSize(*t) for t in raw["tables"]],
+            a2a_tasks=dict(raw["a2a_tasks"]),
+            a2a_feedback=raw["a2a_feedback"],
         )
 
 
@@ -237,6 +243,11 @@ class PruneReport:
     files_queued: int
     #: Transactions committed.
     batches: int
+    #: A2A tasks finished before this (epoch seconds, server clock) were pruned.
+    tasks_cutoff: float | None = None
+    #: A2A tasks deleted (dry run: to delete) and the feedback that went with them.
+    tasks: int = 0
+    task_feedback: int = 0
 
     @property
     def totals(self) -> AppPruned:
@@ -263,6 +274,9 @@ class PruneReport:
             files=raw["files"],
             files_queued=raw["files_queued"],
             batches=raw["batches"],
+            tasks_cutoff=raw["tasks_cutoff"],
+            tasks=raw["tasks"],
+            task_feedback=raw["task_feedback"],
         )
 
 
@@ -305,6 +319,7 @@ class Admin:
         orphaned_artifacts: bool = False,
         content_dir: str | Path | None = None,
         file_grace: timedelta | str | None = None,
+        tasks_finished_before: timedelta | str | None = None,
         dry_run: bool = False,
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> PruneReport:
@@ -316,7 +331,10 @@ class Admin:
         * ``orphaned_artifacts``: session-scoped artifacts whose session no longer exists,
           contents no version uses (without ``app_name`` only: contents are shared between
           apps), and with ``content_dir`` the files of deleted contents and files no content
-          uses (left by failed or cancelled saves) once older than ``file_grace`` (1 hour).
+          uses (left by failed or cancelled saves) once older than ``file_grace`` (1 hour);
+        * ``tasks_finished_before``: A2A tasks that finished (completed, failed, canceled,
+          rejected) longer ago than this, with their feedback (not per app: refused with
+          ``app_name``).
 
         Each batch of ``batch_size`` sessions (artifacts, contents) is one transaction.
         Raises ``ConfigurationError`` when no criterion is given.
@@ -328,9 +346,17 @@ class Admin:
         grace: dict[str, float] = {}
         if file_grace is not None:
             grace["file_grace"] = file_grace.total_seconds()
-        if idle_for is None and keep_events is None and not orphaned_artifacts:
+        if isinstance(tasks_finished_before, str):
+            tasks_finished_before = parse_duration(tasks_finished_before)
+        if (
+            idle_for is None
+            and keep_events is None
+            and not orphaned_artifacts
+            and tasks_finished_before is None
+        ):
             raise ConfigurationError(
-                "nothing to prune: give idle_for, keep_events or orphaned_artifacts"
+                "nothing to prune: give idle_for, keep_events, orphaned_artifacts or "
+                "tasks_finished_before"
             )
         raw = await (await self._admin()).prune(
             app_name=app_name,
@@ -339,6 +365,9 @@ class Admin:
             orphaned_artifacts=orphaned_artifacts,
             content_dir=str(Path(content_dir).expanduser()) if content_dir is not None else None,
             **grace,
+            tasks_finished_before=(
+                tasks_finished_before.total_seconds() if tasks_finished_before is not None else None
+            ),
             dry_run=dry_run,
             batch_size=batch_size,
         )

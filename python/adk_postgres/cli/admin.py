@@ -217,6 +217,15 @@ def stats_command(settings: Settings, app_name: str | None, as_json: bool) -> No
         f"artifact contents stored: {stats.stored_contents} ({_size(stats.stored_content_bytes)}"
         " after deduplication)"
     )
+    if stats.a2a_tasks or stats.a2a_feedback:
+        by_state = ", ".join(
+            f"{state.removeprefix('TASK_STATE_').lower()} {count}"
+            for state, count in stats.a2a_tasks.items()
+        )
+        _say(
+            f"A2A tasks (all apps): {sum(stats.a2a_tasks.values())} ({by_state or 'none'}); "
+            f"feedback: {stats.a2a_feedback}"
+        )
     _say()
     _table(
         ["table", "total size", "rows (est.)"],
@@ -271,6 +280,8 @@ def _print_prune(report: PruneReport) -> None:
             "unlink them)"
         )
     _say(files)
+    if report.tasks_cutoff is not None:
+        _say(f"A2A tasks: {report.tasks} (with {report.task_feedback} feedback)")
 
 
 @main.command("prune")
@@ -307,6 +318,13 @@ def _print_prune(report: PruneReport) -> None:
     "saves) once older than this. Default: 1h.",
 )
 @click.option(
+    "--tasks-finished-before",
+    type=Duration(),
+    metavar="DURATION",
+    help="Delete A2A tasks that finished (completed, failed, canceled, rejected) longer ago "
+    "than this, with their feedback (all apps; not with --app).",
+)
+@click.option(
     "--batch-size",
     type=click.IntRange(min=1),
     default=DEFAULT_BATCH_SIZE,
@@ -324,12 +342,14 @@ def prune_command(
     orphaned_artifacts: bool,
     content_dir: Path | None,
     file_grace: timedelta | None,
+    tasks_finished_before: timedelta | None,
     batch_size: int,
     as_json: bool,
 ) -> None:
-    """Delete idle sessions, old events and orphaned artifacts.
+    """Delete idle sessions, old events, orphaned artifacts and finished A2A tasks.
 
-    Give at least one of --idle-for, --keep-events, --orphaned-artifacts. Deletes in batches,
+    Give at least one of --idle-for, --keep-events, --orphaned-artifacts,
+    --tasks-finished-before. Deletes in batches,
     each one transaction (a crash leaves consistent data), skipping rows a writer holds, so
     running agents wait at most for one batch.
 
@@ -342,9 +362,20 @@ def prune_command(
     not in this schema: run it only where sessions and artifacts share the schema. Contents
     no version uses are swept only without --app (contents are shared between apps).
     """
-    if idle_for is None and keep_events is None and not orphaned_artifacts:
+    if (
+        idle_for is None
+        and keep_events is None
+        and not orphaned_artifacts
+        and tasks_finished_before is None
+    ):
         raise click.UsageError(
-            "nothing to prune: give --idle-for, --keep-events or --orphaned-artifacts"
+            "nothing to prune: give --idle-for, --keep-events, --orphaned-artifacts or "
+            "--tasks-finished-before"
+        )
+    if tasks_finished_before is not None and app_name is not None:
+        raise click.UsageError(
+            "--tasks-finished-before cannot be combined with --app: A2A tasks are not stored "
+            "per app"
         )
     report = run_async(
         _admin(settings).prune(
@@ -354,6 +385,7 @@ def prune_command(
             orphaned_artifacts=orphaned_artifacts,
             content_dir=content_dir,
             file_grace=file_grace,
+            tasks_finished_before=tasks_finished_before,
             dry_run=dry_run,
             batch_size=batch_size,
         )

@@ -1,5 +1,5 @@
 """``adk-postgres import``, ``export`` and ``restore``: moving sessions (and, for export and
-restore, artifacts, memory and tenancy) in and out.
+restore, artifacts, memory, A2A tasks and tenancy) in and out.
 
 Progress goes to stderr (rich), results to stdout, so ``export -o -`` can be piped.
 """
@@ -128,9 +128,10 @@ def export_command(
 ) -> None:
     """Write everything adk-postgres keeps as JSON Lines: sessions with their events, app and
     user state, artifacts (versions, metadata and content, streamed), memory entries (with
-    embeddings) and tenancy grants. Artifact contents kept in files are included when
-    --content-dir names their directory (they then restore into PostgreSQL); otherwise only
-    their rows are exported, and the command says so."""
+    embeddings), A2A tasks with push configs and feedback, and tenancy grants. Artifact
+    contents kept in files are included when --content-dir names their directory (they then
+    restore into PostgreSQL); otherwise only their rows are exported, and the command says
+    so."""
     parts = _parts(only)
 
     async def run(out: BinaryIO) -> None:

@@ -1,5 +1,5 @@
 """Moving sessions in and out: `import` from ADK's own databases, `export`/`restore` JSON Lines
-(sessions, artifacts, memory and tenancy).
+(sessions, artifacts, memory, A2A tasks and tenancy).
 
 * `sources` reads an ADK database through ADK's own session services.
 * `writer` turns an ADK `Session` into one bulk write (see ``rust/core/src/transfer.rs``).

@@ -4,7 +4,7 @@ keeps in a schema.
 Line 1 is a header::
 
     {"format": "adk-postgres-export", "version": 2, "schema_version": 7, "exported_at": …,
-     "app_name": null, "only": ["sessions", "artifacts", "memory", "tenancy"]}
+     "app_name": null, "only": ["sessions", "artifacts", "memory", "a2a", "tenancy"]}
 
 then, per part, in this order (referenced rows before the rows that reference them):
 
@@ -15,7 +15,9 @@ then, per part, in this order (referenced rows before the rows that reference th
        "app_state": null, "user_state": null}
 
 * ``artifacts``: contents, their 1 MiB chunks, files, versions; ``memory``: entries (with
-  embeddings) and tombstones; ``tenancy``: the tenant grants. Each as a table row::
+  embeddings) and tombstones; ``a2a``: A2A tasks, push configs and feedback (of every app:
+  they are not stored per app, so ``--app`` leaves them out); ``tenancy``: the tenant grants.
+  Each as a table row::
 
       {"type": "row", "table": "artifact_versions", "row": {…the row as PostgreSQL's to_jsonb…}}
 
@@ -58,7 +60,7 @@ EXPORT_VERSION = 2
 #: Versions `restore` reads.
 READABLE_VERSIONS = (1, 2)
 #: The parts of a backup (``--only``), in file order.
-PARTS = ("sessions", "artifacts", "memory", "tenancy")
+PARTS = ("sessions", "artifacts", "memory", "a2a", "tenancy")
 #: Tables a ``row`` line may name (``rust/core/src/admin/backup.rs``, in restore order).
 ROW_TABLES = (
     "app_states",
@@ -69,6 +71,9 @@ ROW_TABLES = (
     "artifact_versions",
     "memory_entries",
     "memory_tombstones",
+    "a2a_tasks",
+    "a2a_push_configs",
+    "a2a_task_feedback",
     "tenants",
 )
 #: Bytes per chunk row of a content read from a file (as the artifact service stores them).

@@ -50,8 +50,10 @@ CREATE TABLE IF NOT EXISTS {schema}.a2a_push_configs (
 CREATE INDEX IF NOT EXISTS a2a_push_configs_task ON {schema}.a2a_push_configs (task_id);
 
 -- Feedback on a task: a rating 1-5, optional text and JSON metadata. Goes with its task.
+-- The id is a random UUID made by the client (not a sequence), so a backup restores it as it
+-- was and restoring twice adds nothing.
 CREATE TABLE IF NOT EXISTS {schema}.a2a_task_feedback (
-    feedback_id  bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    feedback_id  text        COLLATE "C" PRIMARY KEY,
     owner        text        NOT NULL,
     task_id      text        NOT NULL,
     rating       smallint    NOT NULL CHECK (rating BETWEEN 1 AND 5),
@@ -62,4 +64,4 @@ CREATE TABLE IF NOT EXISTS {schema}.a2a_task_feedback (
         ON DELETE CASCADE
 );
 CREATE INDEX IF NOT EXISTS a2a_task_feedback_task
-    ON {schema}.a2a_task_feedback (owner, task_id, feedback_id);
+    ON {schema}.a2a_task_feedback (owner, task_id, created_at, feedback_id);

@@ -30,7 +30,7 @@ impl Service for A2a {
 type SaveResult = (bool, Option<i64>, Option<Bytes>);
 
 /// `(feedback_id, rating, text, metadata_json, created_at)`
-type FeedbackRow = (i64, i16, Option<String>, Option<Bytes>, f64);
+type FeedbackRow = (String, i16, Option<String>, Option<Bytes>, f64);
 
 fn byte_list(items: Vec<Vec<u8>>) -> Vec<Bytes> {
     items.into_iter().map(Bytes).collect()
@@ -234,11 +234,13 @@ impl PyA2a {
         )
     }
 
-    /// `(feedback_id, created_at)` or None when the owner has no such task.
-    #[pyo3(signature = (owner, task_id, rating, text=None, metadata=None))]
+    /// `created_at` or None when the owner has no such task.
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (feedback_id, owner, task_id, rating, text=None, metadata=None))]
     fn add_feedback<'py>(
         &self,
         py: Python<'py>,
+        feedback_id: String,
         owner: String,
         task_id: String,
         rating: i16,
@@ -250,6 +252,7 @@ impl PyA2a {
             &self.inner,
             |a| async move {
                 a.add_feedback(NewFeedback {
+                    feedback_id: &feedback_id,
                     owner: &owner,
                     task_id: &task_id,
                     rating,
@@ -268,7 +271,7 @@ impl PyA2a {
         py: Python<'py>,
         owner: String,
         task_id: String,
-        after: i64,
+        after: Option<String>,
         limit: i64,
     ) -> PyResult<Bound<'py, PyAny>> {
         call(
@@ -276,7 +279,7 @@ impl PyA2a {
             &self.inner,
             |a| async move {
                 let rows: Vec<FeedbackRow> = a
-                    .list_feedback(&owner, &task_id, after, limit)
+                    .list_feedback(&owner, &task_id, after.as_deref(), limit)
                     .await?
                     .into_iter()
                     .map(|f| {

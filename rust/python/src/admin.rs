@@ -151,6 +151,8 @@ fn stats_to_py<'py>(py: Python<'py>, s: &Stats) -> PyResult<Bound<'py, PyDict>> 
     d.set_item("artifact_contents", s.artifact_contents)?;
     d.set_item("stored_contents", s.stored_contents)?;
     d.set_item("stored_content_bytes", s.stored_content_bytes)?;
+    d.set_item("a2a_tasks", PyList::new(py, s.a2a_tasks.iter().cloned())?)?;
+    d.set_item("a2a_feedback", s.a2a_feedback)?;
     let tables = PyList::empty(py);
     for t in &s.tables {
         tables.append((t.name.as_str(), t.bytes, t.rows_estimate))?;
@@ -183,6 +185,9 @@ fn prune_to_py<'py>(py: Python<'py>, r: &PruneReport) -> PyResult<Bound<'py, PyD
     d.set_item("content_bytes", r.content_bytes)?;
     d.set_item("files", r.files)?;
     d.set_item("files_queued", r.files_queued)?;
+    d.set_item("tasks_cutoff", r.tasks_cutoff)?;
+    d.set_item("tasks", r.tasks)?;
+    d.set_item("task_feedback", r.task_feedback)?;
     d.set_item("batches", r.batches)?;
     Ok(d)
 }
@@ -269,7 +274,7 @@ impl PyAdmin {
     }
 
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (*, app_name=None, idle_for=None, keep_events=None, orphaned_artifacts=false, content_dir=None, file_grace=adk_postgres_core::artifacts::DEFAULT_FILE_GRACE_S, dry_run=false, batch_size=adk_postgres_core::admin::DEFAULT_BATCH_SIZE))]
+    #[pyo3(signature = (*, app_name=None, idle_for=None, keep_events=None, orphaned_artifacts=false, content_dir=None, file_grace=adk_postgres_core::artifacts::DEFAULT_FILE_GRACE_S, tasks_finished_before=None, dry_run=false, batch_size=adk_postgres_core::admin::DEFAULT_BATCH_SIZE))]
     fn prune<'py>(
         &self,
         py: Python<'py>,
@@ -279,6 +284,7 @@ impl PyAdmin {
         orphaned_artifacts: bool,
         content_dir: Option<PathBuf>,
         file_grace: f64,
+        tasks_finished_before: Option<f64>,
         dry_run: bool,
         batch_size: i64,
     ) -> PyResult<Bound<'py, PyAny>> {
@@ -289,6 +295,7 @@ impl PyAdmin {
             orphaned_artifacts,
             content_dir,
             file_grace_s: file_grace,
+            tasks_finished_for_s: tasks_finished_before,
             dry_run,
             batch_size,
         };

@@ -8,6 +8,8 @@ use crate::error::{ErrorKind, Result, StoreError};
 /// Feedback to add to a task.
 #[derive(Debug, Clone, Copy)]
 pub struct NewFeedback<'a> {
+    /// A new random id (a UUID), made by the caller.
+    pub feedback_id: &'a str,
     pub owner: &'a str,
     pub task_id: &'a str,
     pub rating: i16,
@@ -19,7 +21,7 @@ pub struct NewFeedback<'a> {
 /// Stored feedback.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Feedback {
-    pub feedback_id: i64,
+    pub feedback_id: String,
     pub rating: i16,
     pub text: Option<String>,
     pub metadata: Option<Vec<u8>>,
@@ -28,9 +30,9 @@ pub struct Feedback {
 }
 
 impl A2a {
-    /// Adds feedback; `None` if the owner has no such task (nothing is written). Returns the
-    /// feedback id and its time.
-    pub async fn add_feedback(&self, feedback: NewFeedback<'_>) -> Result<Option<(i64, f64)>> {
+    /// Adds feedback; `None` if the owner has no such task (nothing is written). Returns its
+    /// time (epoch seconds).
+    pub async fn add_feedback(&self, feedback: NewFeedback<'_>) -> Result<Option<f64>> {
         if !(1..=5).contains(&feedback.rating) {
             return Err(StoreError::new(
                 ErrorKind::Data,
@@ -38,7 +40,6 @@ impl A2a {
             ));
         }
         let metadata = feedback.metadata.map(JsonParam);
-        // Not retried: a repeat after a lost commit would add the feedback twice.
         let row = self
             .db
             .fetch_opt(
@@ -49,19 +50,22 @@ impl A2a {
                     &feedback.rating,
                     &feedback.text,
                     &metadata,
+                    &feedback.feedback_id,
                 ],
+                // A repeat after a lost commit would fail on the id: not retried.
                 Retry::No,
             )
             .await?;
-        Ok(row.map(|row| (row.get(0), row.get(1))))
+        Ok(row.map(|row| row.get(0)))
     }
 
-    /// A task's feedback, oldest first, after feedback id `after` (0: from the start).
+    /// A task's feedback, oldest first, after the feedback with id `after` (`None`: from the
+    /// start; an unknown id gives nothing).
     pub async fn list_feedback(
         &self,
         owner: &str,
         task_id: &str,
-        after: i64,
+        after: Option<&str>,
         limit: i64,
     ) -> Result<Vec<Feedback>> {
         let rows = self

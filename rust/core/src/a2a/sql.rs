@@ -109,16 +109,20 @@ impl A2aSql {
                  AND ($3::text IS NULL OR config_id = $3::text) RETURNING 1"
             ),
             add_feedback: format!(
-                "INSERT INTO {s}.a2a_task_feedback (owner, task_id, rating, text, metadata) \
-                 SELECT owner, task_id, $3::int2, $4::text, $5::jsonb FROM {s}.a2a_tasks \
+                "INSERT INTO {s}.a2a_task_feedback \
+                     (feedback_id, owner, task_id, rating, text, metadata) \
+                 SELECT $6::text, owner, task_id, $3::int2, $4::text, $5::jsonb FROM {s}.a2a_tasks \
                  WHERE owner = $1::text AND task_id = $2::text \
-                 RETURNING feedback_id, extract(epoch FROM created_at)::float8"
+                 RETURNING extract(epoch FROM created_at)::float8"
             ),
             list_feedback: format!(
                 "SELECT feedback_id, rating, text, metadata, extract(epoch FROM created_at)::float8 \
                  FROM {s}.a2a_task_feedback \
-                 WHERE owner = $1::text AND task_id = $2::text AND feedback_id > $3::int8 \
-                 ORDER BY feedback_id LIMIT $4::int8"
+                 WHERE owner = $1::text AND task_id = $2::text \
+                   AND ($3::text IS NULL OR (created_at, feedback_id) > ( \
+                        SELECT a.created_at, a.feedback_id FROM {s}.a2a_task_feedback a \
+                         WHERE a.feedback_id = $3::text)) \
+                 ORDER BY created_at, feedback_id LIMIT $4::int8"
             ),
         }
     }

@@ -137,6 +137,39 @@ pub const BACKUP_TABLES: &[BackupTable] = &[
         fetch_rows: 500,
         local_columns: &[],
     },
+    // A2A tasks are not stored per app: a backup of one app leaves them out.
+    BackupTable {
+        name: "a2a_tasks",
+        group: "a2a",
+        order_by: "owner, task_id",
+        app_filter: "FALSE",
+        on_conflict: "ON CONFLICT (owner, task_id) DO NOTHING",
+        restore_filter: "TRUE",
+        fetch_rows: 200,
+        local_columns: &[],
+    },
+    BackupTable {
+        name: "a2a_push_configs",
+        group: "a2a",
+        order_by: "owner, task_id, config_id",
+        app_filter: "FALSE",
+        on_conflict: "ON CONFLICT (owner, task_id, config_id) DO NOTHING",
+        restore_filter: "TRUE",
+        fetch_rows: 500,
+        local_columns: &[],
+    },
+    BackupTable {
+        name: "a2a_task_feedback",
+        group: "a2a",
+        order_by: "feedback_id",
+        app_filter: "FALSE",
+        on_conflict: "ON CONFLICT (feedback_id) DO NOTHING",
+        // Feedback on a task the target does not have (restored with --only) is skipped.
+        restore_filter: "EXISTS (SELECT 1 FROM {s}.a2a_tasks k \
+                         WHERE k.owner = r.owner AND k.task_id = r.task_id)",
+        fetch_rows: 500,
+        local_columns: &[],
+    },
     BackupTable {
         name: "tenants",
         group: "tenancy",
@@ -150,7 +183,7 @@ pub const BACKUP_TABLES: &[BackupTable] = &[
 ];
 
 /// The `--only` groups, in file order; `sessions` also covers the session lines.
-pub const BACKUP_GROUPS: &[&str] = &["sessions", "artifacts", "memory", "tenancy"];
+pub const BACKUP_GROUPS: &[&str] = &["sessions", "artifacts", "memory", "a2a", "tenancy"];
 
 fn table(name: &str) -> Result<&'static BackupTable> {
     BACKUP_TABLES

@@ -56,6 +56,9 @@ pub const OUR_TABLES: &[&str] = &[
     "memory_tombstones",
     "tenants",
     "session_runs",
+    "a2a_tasks",
+    "a2a_push_configs",
+    "a2a_task_feedback",
 ];
 
 /// The tables the services read and write at run time (a runtime role needs DML on these).
@@ -72,6 +75,9 @@ pub(super) const DATA_TABLES: &[&str] = &[
     "memory_entries",
     "memory_tombstones",
     "session_runs",
+    "a2a_tasks",
+    "a2a_push_configs",
+    "a2a_task_feedback",
 ];
 
 /// Extensions the memory service uses when present.

@@ -8,7 +8,8 @@ use super::{one, rows, Admin, AdminSql, DEFAULT_BATCH_SIZE};
 use crate::artifacts::Artifacts;
 use crate::error::{Result, StoreError};
 
-/// What to prune. At least one of `idle_for_s`, `keep_events`, `orphaned_artifacts`.
+/// What to prune. At least one of `idle_for_s`, `keep_events`, `orphaned_artifacts`,
+/// `tasks_finished_for_s`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PruneOptions {
     /// Only this app (`None`: every app).
@@ -25,6 +26,10 @@ pub struct PruneOptions {
     /// With `content_dir`: files no content uses (left by failed or cancelled saves) are
     /// removed once at least this many seconds old.
     pub file_grace_s: f64,
+    /// Delete A2A tasks that finished (completed, failed, canceled, rejected) and were not
+    /// saved for this many seconds, with their feedback. Tasks are not stored per app, so
+    /// this cannot be combined with `app_name`.
+    pub tasks_finished_for_s: Option<f64>,
     /// Count only; change nothing.
     pub dry_run: bool,
     /// Sessions (artifact files, contents) per transaction.
@@ -40,6 +45,7 @@ impl Default for PruneOptions {
             orphaned_artifacts: false,
             content_dir: None,
             file_grace_s: crate::artifacts::DEFAULT_FILE_GRACE_S,
+            tasks_finished_for_s: None,
             dry_run: false,
             batch_size: DEFAULT_BATCH_SIZE,
         }
@@ -48,10 +54,27 @@ impl Default for PruneOptions {
 
 impl PruneOptions {
     fn validate(&self) -> Result<()> {
-        if self.idle_for_s.is_none() && self.keep_events.is_none() && !self.orphaned_artifacts {
+        if self.idle_for_s.is_none()
+            && self.keep_events.is_none()
+            && !self.orphaned_artifacts
+            && self.tasks_finished_for_s.is_none()
+        {
             return Err(StoreError::config(
-                "nothing to prune: give idle_for, keep_events or orphaned_artifacts",
+                "nothing to prune: give idle_for, keep_events, orphaned_artifacts or \
+                 tasks_finished_before",
             ));
+        }
+        if let Some(s) = self.tasks_finished_for_s {
+            if !s.is_finite() || s <= 0.0 {
+                return Err(StoreError::config(
+                    "tasks_finished_before must be a positive duration",
+                ));
+            }
+            if self.app_name.is_some() {
+                return Err(StoreError::config(
+                    "A2A tasks are not stored per app: prune them without an app name",
+                ));
+            }
         }
         if let Some(s) = self.idle_for_s {
             if !s.is_finite() || s <= 0.0 {
@@ -99,6 +122,11 @@ pub struct PruneReport {
     pub files: i64,
     /// Content files still queued in `artifact_fs_garbage` (no `content_dir` given).
     pub files_queued: i64,
+    /// A2A tasks finished before this time (epoch seconds, server clock) were pruned.
+    pub tasks_cutoff: Option<f64>,
+    /// A2A tasks deleted, and the feedback that went with them.
+    pub tasks: i64,
+    pub task_feedback: i64,
     /// Transactions committed.
     pub batches: i64,
 }
@@ -135,15 +163,18 @@ impl Admin {
             dry_run: options.dry_run,
             ..PruneReport::default()
         };
-        if let Some(idle_for) = options.idle_for_s {
+        if options.idle_for_s.is_some() || options.tasks_finished_for_s.is_some() {
             let row = one(
                 &conn,
                 "SELECT extract(epoch FROM clock_timestamp())::float8",
                 &[],
             )
             .await?;
-            report.cutoff = Some(row.get::<_, f64>(0) - idle_for);
+            let now = row.get::<_, f64>(0);
+            report.cutoff = options.idle_for_s.map(|s| now - s);
+            report.tasks_cutoff = options.tasks_finished_for_s.map(|s| now - s);
         }
+        let tasks_cutoff = report.tasks_cutoff;
         let cutoff = report.cutoff;
         let batch = options.batch_size;
         if options.dry_run {
@@ -186,6 +217,11 @@ impl Admin {
                 } else {
                     report.files_queued = queued + new_files;
                 }
+            }
+            if tasks_cutoff.is_some() {
+                let row = one(&tx, &sql.dry_tasks, &[&tasks_cutoff]).await?;
+                report.tasks = row.get(0);
+                report.task_feedback = row.get(1);
             }
             tx.commit().await?;
             report.apps.sort_by(|a, b| a.app_name.cmp(&b.app_name));
@@ -237,6 +273,18 @@ impl Admin {
         if options.orphaned_artifacts {
             self.prune_orphaned_artifacts(&mut conn, &sql, options, &mut report)
                 .await?;
+        }
+        if tasks_cutoff.is_some() {
+            loop {
+                let row = one(&**conn, &sql.prune_tasks, &[&tasks_cutoff, &batch]).await?;
+                let (tasks, feedback): (i64, i64) = (row.get(0), row.get(1));
+                if tasks == 0 {
+                    break;
+                }
+                report.batches += 1;
+                report.tasks += tasks;
+                report.task_feedback += feedback;
+            }
         }
         report.apps.sort_by(|a, b| a.app_name.cmp(&b.app_name));
         Ok(report)

@@ -46,6 +46,21 @@ pub struct AdminSql {
     pub contents_left: String,
     pub orphan_contents: String,
     pub delete_contents: String,
+    /// A2A tasks per state `(0, state, n)` and feedback `(1, NULL, n)`.
+    pub stats_a2a: String,
+    /// `$1` cutoff (epoch s): finished tasks not updated since, and their feedback.
+    pub dry_tasks: String,
+    /// `$1` cutoff, `$2` batch size: one batch of those deleted; `(tasks, feedback)`.
+    pub prune_tasks: String,
+}
+
+/// A2A task `t` is finished (it never changes again) and was last saved before `cutoff`.
+fn finished_task(cutoff: &str) -> String {
+    format!(
+        "t.state IN ('TASK_STATE_COMPLETED', 'TASK_STATE_FAILED', 'TASK_STATE_CANCELED',
+                     'TASK_STATE_REJECTED')
+         AND t.updated_at < to_timestamp({cutoff}::float8)"
+    )
 }
 
 impl AdminSql {
@@ -305,6 +320,32 @@ impl AdminSql {
                     ON CONFLICT (sha256) DO NOTHING
                  )
                  SELECT count(*), COALESCE(sum(size), 0)::int8 FROM d"
+            ),
+            stats_a2a: format!(
+                "SELECT 0::int2, state, count(*) FROM {s}.a2a_tasks GROUP BY state
+                 UNION ALL
+                 SELECT 1::int2, NULL::text, count(*) FROM {s}.a2a_task_feedback"
+            ),
+            dry_tasks: format!(
+                "SELECT count(*),
+                        (SELECT count(*) FROM {s}.a2a_task_feedback f JOIN {s}.a2a_tasks t
+                            ON t.owner = f.owner AND t.task_id = f.task_id WHERE {finished})
+                   FROM {s}.a2a_tasks t WHERE {finished}",
+                finished = finished_task("$1"),
+            ),
+            prune_tasks: format!(
+                "WITH victims AS (
+                    SELECT t.owner, t.task_id FROM {s}.a2a_tasks t WHERE {finished}
+                     ORDER BY t.updated_at LIMIT $2::int8 FOR UPDATE SKIP LOCKED
+                 ), feedback AS (
+                    SELECT count(*) AS n FROM {s}.a2a_task_feedback f JOIN victims v
+                        ON v.owner = f.owner AND v.task_id = f.task_id
+                 ), gone AS (
+                    DELETE FROM {s}.a2a_tasks t USING victims v
+                     WHERE t.owner = v.owner AND t.task_id = v.task_id RETURNING 1
+                 )
+                 SELECT (SELECT count(*) FROM gone), (SELECT n FROM feedback)",
+                finished = finished_task("$1"),
             ),
         }
     }

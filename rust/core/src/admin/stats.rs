@@ -38,6 +38,9 @@ pub struct Stats {
     /// Every stored content (all apps, and orphans), and their bytes.
     pub stored_contents: i64,
     pub stored_content_bytes: i64,
+    /// A2A tasks (all apps: tasks are not stored per app) per state name, and feedback.
+    pub a2a_tasks: Vec<(String, i64)>,
+    pub a2a_feedback: i64,
     pub tables: Vec<TableSize>,
 }
 
@@ -83,8 +86,18 @@ impl Admin {
             artifact_contents: 0,
             stored_contents: 0,
             stored_content_bytes: 0,
+            a2a_tasks: Vec::new(),
+            a2a_feedback: 0,
             tables: Vec::new(),
         };
+        for row in rows(&*tx, &sql.stats_a2a, &[]).await? {
+            if row.get::<_, i16>(0) == 0 {
+                stats.a2a_tasks.push((row.get(1), row.get(2)));
+            } else {
+                stats.a2a_feedback = row.get(2);
+            }
+        }
+        stats.a2a_tasks.sort();
         for row in rows(&*tx, &sql.stats_totals, &[&app_name, &tables, &schema]).await? {
             if row.get::<_, i16>(0) == 0 {
                 stats.totals.users = row.get(2);

@@ -26,10 +26,12 @@ CREATE TABLE IF NOT EXISTS {schema}.a2a_tasks (
 -- (ids compare by code point, COLLATE "C", as the SDK's in-memory store compares them).
 CREATE INDEX IF NOT EXISTS a2a_tasks_by_time
     ON {schema}.a2a_tasks (owner, status_ts_ns DESC NULLS LAST, task_id DESC);
+-- A context's tasks (context first: the same index finds a context's tasks of every owner,
+-- for deleting an ADK session's tasks). Every index costs each save an insert (a save changes
+-- the status time, so it is never a HOT update): keep them few.
 CREATE INDEX IF NOT EXISTS a2a_tasks_by_context
-    ON {schema}.a2a_tasks (owner, context_id, status_ts_ns DESC NULLS LAST, task_id DESC);
--- Deleting a context (an ADK session) across owners, and `prune` of finished tasks.
-CREATE INDEX IF NOT EXISTS a2a_tasks_context ON {schema}.a2a_tasks (context_id);
+    ON {schema}.a2a_tasks (context_id, owner, status_ts_ns DESC NULLS LAST, task_id DESC);
+-- `prune --tasks-finished-before` (only finished tasks are in it).
 CREATE INDEX IF NOT EXISTS a2a_tasks_finished
     ON {schema}.a2a_tasks (updated_at)
     WHERE state IN ('TASK_STATE_COMPLETED', 'TASK_STATE_FAILED', 'TASK_STATE_CANCELED',

@@ -247,3 +247,66 @@ async def test_tasks_survive_a_restart_and_are_shared_by_two_servers(
         logs = [restarted.stop(), second.stop()]
     for log in logs:
         assert "Traceback" not in log, log[-3000:]
+
+
+async def test_to_a2a_with_the_postgres_stores(
+    pg_url: str, schema_name: str, pg_admin: asyncpg.Connection
+) -> None:
+    """The README's `to_a2a(..., task_store=PostgresTaskStore(...))`: the task is in the
+    database, its context is the ADK session the executor ran in, and a store on a fresh pool
+    (another process) reads it back."""
+    import importlib.util
+
+    from google.adk.a2a.utils.agent_to_a2a import to_a2a
+    from google.adk.runners import Runner
+    from starlette.testclient import TestClient
+
+    from adk_postgres import Database, PostgresSessionService
+    from adk_postgres.a2a import PostgresPushNotificationConfigStore, PostgresTaskStore
+
+    spec = importlib.util.spec_from_file_location("basic_agent", EXAMPLES / AGENT / "agent.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    db = Database(pg_url, schema=schema_name)
+    runner = Runner(
+        app_name=AGENT,
+        agent=module.root_agent,
+        session_service=PostgresSessionService(database=db),
+    )
+    app = to_a2a(
+        module.root_agent,
+        runner=runner,
+        task_store=PostgresTaskStore(database=db),
+        push_config_store=PostgresPushNotificationConfigStore(database=db),
+    )
+    request = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "SendMessage",
+        "params": {
+            "message": {
+                "messageId": uuid.uuid4().hex,
+                "role": "ROLE_USER",
+                "parts": [{"text": "convert 37"}],
+            }
+        },
+    }
+
+    def post() -> dict:
+        with TestClient(app) as client:
+            response = client.post("/", json=request, headers={"A2A-Version": "1.0"})
+            assert response.status_code == 200, response.text
+            return response.json()["result"]["task"]
+
+    task = await asyncio.to_thread(post)
+    await db.close()
+    assert task["status"]["state"] == "TASK_STATE_COMPLETED"
+    sessions = await pg_admin.fetch(f'SELECT app_name, id FROM "{schema_name}".sessions')
+    assert [(r["app_name"], r["id"]) for r in sessions] == [(AGENT, task["contextId"])]
+    async with PostgresTaskStore(pg_url, schema=schema_name) as fresh:
+        stored = await fresh.get(task["id"], None)
+        assert stored is not None and stored.context_id == task["contextId"]
+        assert "98.6" in stored.artifacts[0].parts[0].text
+        page = await fresh.list_context_tasks(task["contextId"])
+        assert [t.id for t in page.tasks] == [task["id"]]

@@ -62,11 +62,13 @@ async def test_concurrent_app_state_appends_share_commits(make_service, pg_admin
     revisions = await pg_admin.fetch(f'SELECT revision FROM "{schema_name}".sessions')
     assert {r["revision"] for r in revisions} == {rounds}
 
-    # Appends shared transactions: far fewer distinct writing transactions than events.
+    # Appends shared transactions: fewer distinct writing transactions than events (one each
+    # without coalescing). How many share depends on timing (about 4 per commit on a quiet
+    # machine, 2 with both cores busy), so the bound is loose: sharing, not a ratio.
     transactions = await pg_admin.fetchval(
         f'SELECT count(DISTINCT xmin::text) FROM "{schema_name}".events'
     )
-    assert transactions < APPENDERS * rounds / 2
+    assert transactions <= APPENDERS * rounds * 3 / 4
 
 
 async def test_a_bad_append_fails_alone(make_service, pg_admin, schema_name):

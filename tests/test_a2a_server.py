@@ -6,94 +6,38 @@ updates the same task, and the feedback routes answer over HTTP.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
-import httpx
 import pytest
+from servers.adk_server import AdkServer
 
 a2a_pb2 = pytest.importorskip("a2a.types.a2a_pb2")
 from a2a.client import ClientConfig, create_client  # noqa: E402
 from a2a.client.card_resolver import parse_agent_card  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-CLI = Path(sys.executable).with_name("adk-postgres")
 AGENT = "basic_agent"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class A2aServer:
-    """One `adk-postgres api_server --a2a` process serving the examples."""
+class A2aServer(AdkServer):
+    """`adk-postgres api_server --a2a` serving the examples."""
 
     def __init__(self, pg_url: str, schema: str) -> None:
-        self.port = _free_port()
-        env = {k: v for k, v in os.environ.items() if k != "GOOGLE_API_KEY"}
-        self.process = subprocess.Popen(
-            [
-                str(CLI),
-                "-d",
-                pg_url,
-                "--schema",
-                schema,
-                "api_server",
-                "--a2a",
-                "--port",
-                str(self.port),
-                str(EXAMPLES),
-            ],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.url = f"http://127.0.0.1:{self.port}"
+        card_path = f"/a2a/{AGENT}/.well-known/agent-card.json"
+        super().__init__(pg_url, schema, EXAMPLES, "--a2a", ready_path=card_path)
         self.rpc_url = f"{self.url}/a2a/{AGENT}"
-        self.http = httpx.Client(base_url=self.url, timeout=60)
-        deadline = time.monotonic() + 90
-        while True:
-            if self.process.poll() is not None:
-                pytest.fail(f"api_server exited early:\n{self.process.stdout.read()}")
-            try:
-                card = self.http.get(f"/a2a/{AGENT}/.well-known/agent-card.json")
-                if card.status_code == 200:
-                    self.card_json = card.json()
-                    return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("api_server did not become ready in 90 s")
-            time.sleep(0.2)
+        self.card_json = self.client.get(card_path).json()
+        self.http = self.client
 
-    async def client(self):  # noqa: ANN201 - the SDK's Client
+    async def client_for_a2a(self):  # noqa: ANN201 - the SDK's Client
         """The SDK's client, from the served card pointed at this server's port."""
         card = parse_agent_card(self.card_json)
         for interface in card.supported_interfaces:
             interface.url = self.rpc_url
         return await create_client(card, ClientConfig(streaming=False))
-
-    def stop(self) -> str:
-        self.http.close()
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.stdout.read() if self.process.stdout else ""
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +66,7 @@ def _message(text: str, *, context_id: str = "", task_id: str = "") -> a2a_pb2.M
 
 
 async def _send(server: A2aServer, message: a2a_pb2.Message) -> a2a_pb2.Task:
-    client = await server.client()
+    client = await server.client_for_a2a()
     try:
         task = None
         async for response in client.send_message(a2a_pb2.SendMessageRequest(message=message)):
@@ -135,7 +79,7 @@ async def _send(server: A2aServer, message: a2a_pb2.Message) -> a2a_pb2.Task:
 
 
 async def _get(server: A2aServer, task_id: str) -> a2a_pb2.Task:
-    client = await server.client()
+    client = await server.client_for_a2a()
     try:
         return await client.get_task(a2a_pb2.GetTaskRequest(id=task_id))
     finally:
@@ -156,7 +100,7 @@ async def test_tasks_survive_a_restart_and_are_shared_by_two_servers(
         task = await _send(first, _message("convert 21"))
         assert task.status.state == a2a_pb2.TASK_STATE_COMPLETED, task
         assert any("69.8" in t for t in _texts(task)), _texts(task)
-        client = await first.client()
+        client = await first.client_for_a2a()
         try:
             config = a2a_pb2.TaskPushNotificationConfig(
                 task_id=task.id, id="hook-1", url="https://hooks.example/a2a", token="t0k"
@@ -186,7 +130,7 @@ async def test_tasks_survive_a_restart_and_are_shared_by_two_servers(
         assert list(again.history) == list(task.history)
         assert list(again.artifacts) == list(task.artifacts)
         assert again.status.state == a2a_pb2.TASK_STATE_COMPLETED
-        client = await restarted.client()
+        client = await restarted.client_for_a2a()
         try:
             listed = await client.list_task_push_notification_configs(
                 a2a_pb2.ListTaskPushNotificationConfigsRequest(task_id=task.id)
@@ -202,7 +146,7 @@ async def test_tasks_survive_a_restart_and_are_shared_by_two_servers(
         assert any("212" in t for t in _texts(follow_up)), _texts(follow_up)
         seen = await _get(restarted, follow_up.id)
         assert list(seen.history) == list(follow_up.history)
-        listing = await restarted.client()
+        listing = await restarted.client_for_a2a()
         try:
             page = await listing.list_tasks(a2a_pb2.ListTasksRequest(context_id=task.context_id))
         finally:
@@ -236,7 +180,7 @@ async def test_tasks_survive_a_restart_and_are_shared_by_two_servers(
         assert missing.status_code == 404
         assert len(second.http.get(path).json()["feedback"]) == 1  # nothing half-written
         # An unknown task over A2A is the SDK's error, not a crash.
-        client = await second.client()
+        client = await second.client_for_a2a()
         try:
             with pytest.raises(Exception) as raised:
                 await client.get_task(a2a_pb2.GetTaskRequest(id="no-such-task"))

@@ -9,13 +9,9 @@ step take S seconds.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import re
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -26,60 +22,19 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+from servers.adk_server import AdkServer
 
 AGENTS = Path(__file__).resolve().parent / "run_agents"
-CLI = Path(sys.executable).with_name("adk-postgres")
 APP, USER = "relay", "u"
 EXPIRY = 2.0
 HEADER = "X-ADK-Postgres-Run-Strategy"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
+class Server(AdkServer):
     """One `adk-postgres api_server` process serving tests/run_agents."""
 
     def __init__(self, pg_url: str, schema: str, *options: str) -> None:
-        self.port = _free_port()
-        env = {k: v for k, v in os.environ.items() if k != "GOOGLE_API_KEY"}
-        self.process = subprocess.Popen(
-            [
-                str(CLI),
-                "-d",
-                pg_url,
-                "--schema",
-                schema,
-                "api_server",
-                "--run-lease-expiry",
-                str(EXPIRY),
-                *options,
-                "--port",
-                str(self.port),
-                str(AGENTS),
-            ],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.client = httpx.Client(base_url=self.url, timeout=60)
-        deadline = time.monotonic() + 90
-        while True:
-            if self.process.poll() is not None:
-                pytest.fail(f"api_server exited early:\n{self.process.stdout.read()}")
-            try:
-                if self.client.get("/list-apps").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("api_server did not become ready in 90 s")
-            time.sleep(0.2)
+        super().__init__(pg_url, schema, AGENTS, "--run-lease-expiry", str(EXPIRY), *options)
 
     def run(self, session_id: str, text: str, **headers: str) -> httpx.Response:
         return self.client.post(
@@ -102,18 +57,6 @@ class Server:
         response = self.client.get(f"/apps/{APP}/users/{USER}/sessions/{session_id}")
         assert response.status_code == 200, response.text
         return response.json()["events"]
-
-    def stop(self) -> str:
-        self.client.close()
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.stdout.read() if self.process.stdout else ""
 
 
 @pytest.fixture(scope="module")

@@ -3,78 +3,23 @@ and everything the agents stored (sessions, events, state, artifacts, memory) st
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import pytest
+from servers.adk_server import AdkServer
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-CLI = Path(sys.executable).with_name("adk-postgres")
 APP = "persistent_chat"
 USER = "alice"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextmanager
 def api_server(pg_url: str, schema: str) -> Iterator[httpx.Client]:
     """A running `adk-postgres api_server` on a free port; stopped with SIGTERM afterwards."""
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k != "GOOGLE_API_KEY"}  # offline models
-    process = subprocess.Popen(
-        [
-            str(CLI),
-            "-d",
-            pg_url,
-            "--schema",
-            schema,
-            "api_server",
-            "--port",
-            str(port),
-            str(EXAMPLES),
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"api_server exited early:\n{process.stdout.read()}")
-            try:
-                if client.get("/list-apps").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("api_server did not become ready in 90 s")
-            time.sleep(0.3)
-        yield client
-    finally:
-        client.close()
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        output = process.stdout.read() if process.stdout else ""
-        assert "Traceback" not in output, output
+    with AdkServer(pg_url, schema, EXAMPLES, timeout=30) as server:
+        yield server.client
 
 
 def _run(client: httpx.Client, session_id: str, text: str) -> list[dict]:

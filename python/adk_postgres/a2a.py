@@ -185,12 +185,10 @@ def _page_size(params: Any) -> int:
     return int(size)
 
 
-class PostgresTaskStore(DatabaseBacked, TaskStore):
-    """The a2a-sdk's `TaskStore` on PostgreSQL.
-
-    ``PostgresTaskStore("postgresql://…")`` opens its own pool; ``database=`` shares one with
-    the other services. ``owner_resolver`` is the SDK's (default: the user's name).
-    """
+class _A2aBacked(DatabaseBacked):
+    """What both stores share: the pool (``"postgresql://…"`` opens one, ``database=`` shares
+    one with the other services), the SDK's ``owner_resolver`` (default: the user's name) and
+    the native handle, made on first use."""
 
     def __init__(
         self,
@@ -203,13 +201,20 @@ class PostgresTaskStore(DatabaseBacked, TaskStore):
         self._attach_database(uri, database, options)
         self.owner_resolver = owner_resolver
         self._native: A2a | None = None
-        # (owner, task id) → (version, bytes) last written or read by this store.
-        self._versions: OrderedDict[tuple[str, str], tuple[int, bytes]] = OrderedDict()
 
     async def _store(self) -> A2a:
         if self._native is None:
             self._native = A2a(await self._database.store())
         return self._native
+
+
+class PostgresTaskStore(_A2aBacked, TaskStore):
+    """The a2a-sdk's `TaskStore` on PostgreSQL (constructor: see `_A2aBacked`)."""
+
+    def __init__(self, uri: str | None = None, **kwargs: Any) -> None:
+        super().__init__(uri, **kwargs)
+        # (owner, task id) → (version, bytes) last written or read by this store.
+        self._versions: OrderedDict[tuple[str, str], tuple[int, bytes]] = OrderedDict()
 
     def _remember(self, key: tuple[str, str], version: int, data: bytes) -> None:
         self._versions[key] = (version, data)
@@ -465,26 +470,9 @@ def _metadata_json(metadata: Mapping[str, Any] | None) -> bytes | None:
         raise DataError(f"feedback metadata is not valid UTF-8 text ({exc.reason})") from exc
 
 
-class PostgresPushNotificationConfigStore(DatabaseBacked, PushNotificationConfigStore):
-    """The a2a-sdk's `PushNotificationConfigStore` on PostgreSQL (same pool rules as
-    `PostgresTaskStore`)."""
-
-    def __init__(
-        self,
-        uri: str | None = None,
-        *,
-        database: Database | None = None,
-        owner_resolver: OwnerResolver = resolve_user_scope,
-        **options: Any,
-    ) -> None:
-        self._attach_database(uri, database, options)
-        self.owner_resolver = owner_resolver
-        self._native: A2a | None = None
-
-    async def _store(self) -> A2a:
-        if self._native is None:
-            self._native = A2a(await self._database.store())
-        return self._native
+class PostgresPushNotificationConfigStore(_A2aBacked, PushNotificationConfigStore):
+    """The a2a-sdk's `PushNotificationConfigStore` on PostgreSQL (constructor: see
+    `_A2aBacked`)."""
 
     @traced("a2a")
     async def set_info(

@@ -254,3 +254,45 @@ async def test_to_a2a_with_the_postgres_stores(
         assert "98.6" in stored.artifacts[0].parts[0].text
         page = await fresh.list_context_tasks(task["contextId"])
         assert [t.id for t in page.tasks] == [task["id"]]
+
+
+def test_web_a2a_serves_feedback_routes_and_refuses_malformed_requests(
+    pg_url: str, schema_name: str
+) -> None:
+    """`web --a2a`: the feedback routes answer JSON before the web UI's routes; malformed
+    A2A requests get the SDK's JSON-RPC errors; a message the session store refuses (a NUL
+    character: JSONB cannot hold one) fails its task cleanly, and the server goes on."""
+    card_path = f"/a2a/{AGENT}/.well-known/agent-card.json"
+    server = AdkServer(pg_url, schema_name, EXAMPLES, "--a2a", command="web", ready_path=card_path)
+    try:
+        client = server.client
+        missing = client.post(f"/a2a/{AGENT}/tasks/nope/feedback", json={"rating": 3})
+        assert missing.status_code == 404 and missing.json() == {"error": "no task 'nope'"}
+        rpc = f"/a2a/{AGENT}"
+        headers = {"content-type": "application/json", "A2A-Version": "1.0"}
+        for body in (
+            b"{not json",
+            b'{"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {"message": 5}}',
+            b'{"jsonrpc": "2.0", "id": 2, "method": "GetTask", "params": {"id": "nope"}}',
+            b'{"jsonrpc": "2.0", "id": 3, "method": "NoSuchMethod"}',
+        ):
+            response = client.post(rpc, content=body, headers=headers)
+            assert response.status_code < 500, response.text
+            assert "error" in response.json(), response.text
+        message = {"messageId": "m-nul", "role": "ROLE_USER", "parts": [{"text": "a\u0000b"}]}
+        nul = client.post(
+            rpc,
+            json={
+                "jsonrpc": "2.0",
+                "id": 4,
+                "method": "SendMessage",
+                "params": {"message": message},
+            },
+            headers=headers,
+        )
+        assert nul.status_code == 200, nul.text
+        assert nul.json()["result"]["task"]["status"]["state"] == "TASK_STATE_FAILED", nul.text
+        assert client.get("/list-apps").status_code == 200
+    finally:
+        output = server.stop()
+    assert "DataError" in output or "22P05" in output, output[-3000:]

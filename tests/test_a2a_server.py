@@ -6,6 +6,7 @@ updates the same task, and the feedback routes answer over HTTP.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -296,3 +297,64 @@ def test_web_a2a_serves_feedback_routes_and_refuses_malformed_requests(
     finally:
         output = server.stop()
     assert "DataError" in output or "22P05" in output, output[-3000:]
+
+
+RUN_AGENTS = Path(__file__).resolve().parent / "run_agents"
+
+
+def _rpc_send(server: AdkServer, text: str, context_id: str = "", **headers: str) -> dict:
+    message = {"messageId": uuid.uuid4().hex, "role": "ROLE_USER", "parts": [{"text": text}]}
+    if context_id:
+        message["contextId"] = context_id
+    response = server.client.post(
+        "/a2a/relay",
+        json={"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {"message": message}},
+        headers={"A2A-Version": "1.0", **headers},
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["result"]["task"]
+
+
+def _answer(task: dict) -> str:
+    return " ".join(p.get("text", "") for a in task.get("artifacts", []) for p in a["parts"])
+
+
+def test_two_a2a_messages_to_one_context_take_turns(pg_url: str, schema_name: str) -> None:
+    """A2A double texting: two messages to one context (one ADK session) sent at once, one to
+    each of two server processes, run one after the other under the session's run lease;
+    with the reject strategy the second fails with a clear message."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    card = "/a2a/relay/.well-known/agent-card.json"
+    first = AdkServer(pg_url, schema_name, RUN_AGENTS, "--a2a", ready_path=card)
+    second = AdkServer(pg_url, schema_name, RUN_AGENTS, "--a2a", ready_path=card)
+    try:
+        opening = _rpc_send(first, "hello")
+        assert _answer(opening) == "turn 1 after 1 messages", opening
+        context = opening["contextId"]
+        with ThreadPoolExecutor(2) as pool:
+            slow = pool.submit(_rpc_send, first, "slow=1.5", context)
+            time.sleep(0.5)  # the slow run holds the session now
+            quick = pool.submit(_rpc_send, second, "quick", context)
+            answers = [slow.result(timeout=60), quick.result(timeout=60)]
+        states = [t["status"]["state"] for t in answers]
+        assert states == ["TASK_STATE_COMPLETED", "TASK_STATE_COMPLETED"], answers
+        # The second run waited and saw the first one's turn.
+        assert [_answer(t) for t in answers] == [
+            "turn 2 after 2 messages",
+            "turn 3 after 3 messages",
+        ]
+        with ThreadPoolExecutor(2) as pool:
+            slow = pool.submit(_rpc_send, first, "slow=1.5", context)
+            time.sleep(0.5)
+            rejected = pool.submit(
+                _rpc_send, second, "rejected", context, **{"X-ADK-Postgres-Run-Strategy": "reject"}
+            )
+            refused = rejected.result(timeout=60)
+            assert slow.result(timeout=60)["status"]["state"] == "TASK_STATE_COMPLETED"
+        assert refused["status"]["state"] == "TASK_STATE_FAILED", refused
+        reason = " ".join(p.get("text", "") for p in refused["status"]["message"]["parts"])
+        assert "busy" in reason, reason
+    finally:
+        outputs = [first.stop(), second.stop()]
+    assert not any("StaleSessionError" in out for out in outputs)

@@ -106,11 +106,12 @@ class RunLeaseOptions:
 
 
 def install_app_hooks(options: RunLeaseOptions, settings: Settings) -> None:
-    """Make the app ADK's command builds run ``/run`` and ``/run_sse`` under run leases, when
-    its session service is ours, and (with ``--a2a``) keep A2A tasks and push configs on the
-    database with feedback routes beside them. ADK's ``get_fast_api_app`` has no hook for
-    either, so this process's copy of it is wrapped (the command serves one app and then
-    exits); the session service it creates is caught on the way."""
+    """Make the app ADK's command builds run ``/run``, ``/run_sse`` (and with ``--a2a`` each
+    A2A message) under run leases, when its session service is ours, and (with ``--a2a``)
+    keep A2A tasks and push configs on the database with feedback routes beside them. ADK's
+    ``get_fast_api_app`` has no hook for either, so this process's copy of it is wrapped (the
+    command serves one app and then exits); the session service it creates is caught on the
+    way."""
     import google.adk.cli.fast_api as fast_api
 
     if getattr(fast_api.get_fast_api_app, "_adk_postgres", False):
@@ -129,7 +130,7 @@ def install_app_hooks(options: RunLeaseOptions, settings: Settings) -> None:
         a2a_store = _a2a_task_store(kwargs, settings)
         fast_api.create_session_service_from_options = caught
         try:
-            with _a2a_push_configs_on(settings, enabled=a2a_store is not None):
+            with _a2a_on_database(settings, options, enabled=a2a_store is not None):
                 app = build_app(*args, **kwargs)
         finally:
             fast_api.create_session_service_from_options = make_sessions
@@ -165,36 +166,54 @@ def _a2a_task_store(kwargs: dict[str, Any], settings: Settings) -> Any:
 
 
 @contextmanager
-def _a2a_push_configs_on(settings: Settings, *, enabled: bool) -> Iterator[None]:
+def _a2a_on_database(
+    settings: Settings, options: RunLeaseOptions, *, enabled: bool
+) -> Iterator[None]:
     """While ADK builds the app: its A2A routes get our push-config store (ADK creates an
-    ``InMemoryPushNotificationConfigStore`` per agent, with no option to choose another)."""
+    ``InMemoryPushNotificationConfigStore`` per agent, with no option to choose another) and,
+    unless run leases are off, an executor that runs each message under its session's run
+    lease (``adk_postgres.a2a_runs``)."""
     if not enabled:
         yield
         return
     import a2a.server.tasks as a2a_tasks
+    import google.adk.a2a.executor.a2a_agent_executor as adk_executor
 
     from ..a2a import PostgresPushNotificationConfigStore
+    from ..a2a_runs import LeasedA2aAgentExecutor
 
     in_memory = a2a_tasks.InMemoryPushNotificationConfigStore
+    executor = adk_executor.A2aAgentExecutor
 
     def on_database(*_: Any, **__: Any) -> PostgresPushNotificationConfigStore:
         return PostgresPushNotificationConfigStore(database=settings.database())
 
+    def leased(*args: Any, **kwargs: Any) -> LeasedA2aAgentExecutor:
+        lease_options = {
+            "strategy": options.strategy,
+            "expiry": options.expiry,
+            "wait_timeout": options.wait_timeout or None,
+        }
+        return LeasedA2aAgentExecutor(*args, lease_options=lease_options, **kwargs)
+
     a2a_tasks.InMemoryPushNotificationConfigStore = on_database  # type: ignore[assignment,misc]
+    if options.strategy != "off":
+        adk_executor.A2aAgentExecutor = leased  # type: ignore[assignment,misc]
     try:
         yield
     finally:
         a2a_tasks.InMemoryPushNotificationConfigStore = in_memory  # type: ignore[misc]
+        adk_executor.A2aAgentExecutor = executor  # type: ignore[misc]
 
 
 RUN_LEASE_HELP = """\
 adk-postgres options (before or after ADK's):
   --run-strategy [enqueue|reject|interrupt|off]
-                           What a run request (/run, /run_sse) does while another run of the
-                           same session is in progress, in any server process on the
-                           database: wait its turn (default), get 409, or stop the running
-                           one. A request may choose with the header
-                           X-ADK-Postgres-Run-Strategy.
+                           What a run request (/run, /run_sse, an A2A message with --a2a)
+                           does while another run of the same session is in progress, in
+                           any server process on the database: wait its turn (default), get
+                           409 (A2A: a failed task), or stop the running one. A request may
+                           choose with the header X-ADK-Postgres-Run-Strategy.
   --run-lease-expiry SECONDS
                            A session held by a process that died is free again after this
                            long (default 30).

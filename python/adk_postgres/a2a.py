@@ -133,10 +133,13 @@ def merge_tasks(stored: Any, saved: Any) -> Any:
             f"task {saved.id!r} belongs to context {stored.context_id!r}; a save cannot move "
             f"it to {saved.context_id!r}"
         )
+    stored_ns, saved_ns = _status_ns(stored), _status_ns(saved)
+    stored_status_wins = stored_ns is not None and saved_ns is not None and stored_ns > saved_ns
+    if not stored_status_wins and _extends(stored, saved):
+        return saved  # the usual save: the stored task plus what this writer added
     merged = Task()
     merged.CopyFrom(saved)
-    stored_ns, saved_ns = _status_ns(stored), _status_ns(saved)
-    if stored_ns is not None and saved_ns is not None and stored_ns > saved_ns:
+    if stored_status_wins:
         merged.status.CopyFrom(stored.status)
 
     seen = {_message_key(m) for m in stored.history}
@@ -167,6 +170,23 @@ def _state_name(task: Any) -> str:
         return str(a2a_pb2.TaskState.Name(task.status.state))
     except ValueError as exc:
         raise DataError(f"task {task.id!r} has an unknown state {task.status.state}") from exc
+
+
+def _extends(stored: Any, saved: Any) -> bool:
+    """`saved` already holds everything of `stored` the merge keeps: its messages first and in
+    order, its artifacts (by id, in order) and its metadata keys. Then merging gives `saved`."""
+    stored_ids = [m.message_id for m in stored.history]
+    if not all(stored_ids) or [m.message_id for m in saved.history[: len(stored_ids)]] != (
+        stored_ids
+    ):
+        return False
+    stored_artifacts = [a.artifact_id for a in stored.artifacts]
+    if (
+        not all(stored_artifacts)
+        or [a.artifact_id for a in saved.artifacts[: len(stored_artifacts)]] != stored_artifacts
+    ):
+        return False
+    return set(stored.metadata.fields).issubset(saved.metadata.fields)
 
 
 def _parse_task(data: bytes) -> Any:

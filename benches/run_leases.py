@@ -1,7 +1,7 @@
 """What run leases cost: 32 sessions, each getting 2 runs, turns per second with and without
 the lease, side by side in one run (alternating round by round).
 
-    python benches/run_leases.py [--rounds 5] [--sessions 32]
+    python benches/run_leases.py [--rounds 5] [--sessions 32] [--waves 5]
 
 A turn is ADK's ``Runner.run_async`` with the offline agent of tests/run_agents/relay (a
 tool call and a reply: one session read and four appends). Set-ups, each on fresh sessions:
@@ -58,7 +58,20 @@ async def _turn(runner: Runner, user: str, session_id: str, text: str) -> None:
         pass
 
 
-async def _round(svc: PostgresSessionService, runner: Runner, setup: str, sessions: int) -> float:
+async def _round(
+    svc: PostgresSessionService, runner: Runner, setup: str, sessions: int, waves: int = 1
+) -> float:
+    """Turns per second of `waves` waves, one after the other, each on `sessions` new
+    sessions (a wave alone lasts well under a second: too short to measure on a busy
+    machine)."""
+    elapsed = 0.0
+    for _ in range(waves):
+        elapsed += await _wave(svc, runner, setup, sessions)
+    return 2 * sessions * waves / elapsed
+
+
+async def _wave(svc: PostgresSessionService, runner: Runner, setup: str, sessions: int) -> float:
+    """Seconds for one wave: 2 turns on each of `sessions` new sessions."""
     ids = []
     for i in range(sessions):
         created = await svc.create_session(app_name=APP, user_id=f"u{i}")
@@ -86,7 +99,7 @@ async def _round(svc: PostgresSessionService, runner: Runner, setup: str, sessio
     for user, sid in ids:  # every run happened, in turn
         session = await svc.get_session(app_name=APP, user_id=user, session_id=sid)
         assert session is not None and session.state["turns"] == 2, session
-    return 2 * sessions / elapsed
+    return elapsed
 
 
 SETUPS = ("no lease", "lease, one after another", "lease, 2 at once")
@@ -105,7 +118,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         for r in range(args.rounds):
             order = SETUPS if r % 2 == 0 else tuple(reversed(SETUPS))
             for setup in order:
-                results[setup].append(await _round(svc, runner, setup, args.sessions))
+                rate = await _round(svc, runner, setup, args.sessions, args.waves)
+                results[setup].append(rate)
     finally:
         await svc.close()
         conn = await asyncpg.connect(url)
@@ -113,7 +127,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         await conn.close()
     medians = {s: statistics.median(v) for s, v in results.items()}
     base = medians["no lease"]
-    print(f"\n{args.sessions} sessions x 2 runs, {args.rounds} rounds, turns/s (median)\n")
+    print(
+        f"\n{args.sessions} sessions x 2 runs, {args.waves} waves a round, {args.rounds} rounds,"
+        " turns/s (median)\n"
+    )
     print("| set-up | turns/s | ÷ no lease | rounds |")
     print("|---|---:|---:|---|")
     for setup in SETUPS:
@@ -122,6 +139,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "machine": platform.platform(),
         "sessions": args.sessions,
+        "waves": args.waves,
         "rounds": results,
         "median_turns_per_s": medians,
         "ratio_to_no_lease": {s: m / base for s, m in medians.items()},
@@ -132,6 +150,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--sessions", type=int, default=32)
+    parser.add_argument("--waves", type=int, default=5, help="waves of sessions per round")
     parser.add_argument(
         "--out", type=Path, default=ROOT / "benches" / "results" / "run_leases.json"
     )

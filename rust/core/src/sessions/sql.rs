@@ -165,9 +165,16 @@ impl SessionSql {
             get_user_state: format!(
                 "SELECT state FROM {s}.user_states WHERE app_name = $1 AND user_id = $2"
             ),
+            // Claims, heartbeats and releases commit without waiting for the WAL flush
+            // (`synchronous_commit` off for their own transaction only): they are
+            // coordination, not data. Safe because WAL is flushed in order: the run's first
+            // append (a normal commit) makes its claim durable with it, and a claim lost in a
+            // crash before that leaves the fence at its old value, so the run's appends are
+            // refused, never misordered; a lost release or heartbeat only runs into the expiry.
             claim_run: format!(
-                "SELECT status, interrupted_invocation
-                   FROM {s}.adk_postgres_claim_run($1, $2, $3, $4::int8, $5::bool, $6, $7::int8)"
+                "SELECT c.status, c.interrupted_invocation
+                   FROM {s}.adk_postgres_claim_run($1, $2, $3, $4::int8, $5::bool, $6, $7::int8) c,
+                        {ASYNC_COMMIT} AS async_commit"
             ),
             // Also records the run's invocation id once known ($5, NULL: unchanged), so that
             // a run interrupting this one can mark it. No row back: the run lost its lease.
@@ -175,16 +182,20 @@ impl SessionSql {
                 "UPDATE {s}.session_runs
                     SET heartbeat_at = clock_timestamp(),
                         invocation_id = COALESCE($5, invocation_id)
+                   FROM {ASYNC_COMMIT} AS async_commit
                   WHERE app_name = $1 AND user_id = $2 AND session_id = $3 AND run_id = $4::int8
                  RETURNING 1"
             ),
             release_run: format!(
-                "DELETE FROM {s}.session_runs
+                "DELETE FROM {s}.session_runs USING {ASYNC_COMMIT} AS async_commit
                   WHERE app_name = $1 AND user_id = $2 AND session_id = $3 AND run_id = $4::int8"
             ),
         }
     }
 }
+
+/// A FROM item that turns `synchronous_commit` off for the statement's own transaction.
+const ASYNC_COMMIT: &str = "set_config('synchronous_commit', 'off', true)";
 
 /// `list_sessions` in one statement: app state (kind 0), each listed user's state (1), the
 /// sessions (2) oldest update first. `user_filter` narrows to one user (`$2`); `{t}` in it

@@ -65,8 +65,13 @@ async def _round(
     sessions (a wave alone lasts well under a second: too short to measure on a busy
     machine)."""
     elapsed = 0.0
+    cpu = time.process_time()
     for _ in range(waves):
         elapsed += await _wave(svc, runner, setup, sessions)
+    # Client CPU per turn (this process; session set-up and checks included), for the note.
+    CPU_PER_TURN.setdefault(setup, []).append(
+        (time.process_time() - cpu) / (2 * sessions * waves) * 1e6
+    )
     return 2 * sessions * waves / elapsed
 
 
@@ -103,6 +108,8 @@ async def _wave(svc: PostgresSessionService, runner: Runner, setup: str, session
 
 
 SETUPS = ("no lease", "lease, one after another", "lease, 2 at once")
+#: Client CPU µs per turn, per set-up and round.
+CPU_PER_TURN: dict[str, list[float]] = {}
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -112,9 +119,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     svc = PostgresSessionService(database=database)
     runner = Runner(app_name=APP, agent=_relay_agent(), session_service=svc)
     results: dict[str, list[float]] = {s: [] for s in SETUPS}
+    CPU_PER_TURN.clear()
     try:
         await _round(svc, runner, "no lease", 4)  # warm-up: pool, statements, imports
         await _round(svc, runner, "lease, 2 at once", 4)
+        CPU_PER_TURN.clear()
         for r in range(args.rounds):
             order = SETUPS if r % 2 == 0 else tuple(reversed(SETUPS))
             for setup in order:
@@ -131,11 +140,15 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         f"\n{args.sessions} sessions x 2 runs, {args.waves} waves a round, {args.rounds} rounds,"
         " turns/s (median)\n"
     )
-    print("| set-up | turns/s | ÷ no lease | rounds |")
-    print("|---|---:|---:|---|")
+    cpu = {s: statistics.median(v) for s, v in CPU_PER_TURN.items()}
+    print("| set-up | turns/s | ÷ no lease | client CPU µs/turn | rounds |")
+    print("|---|---:|---:|---:|---|")
     for setup in SETUPS:
         rounds = ", ".join(f"{x:,.0f}" for x in results[setup])
-        print(f"| {setup} | {medians[setup]:,.0f} | {medians[setup] / base:.2f} | {rounds} |")
+        print(
+            f"| {setup} | {medians[setup]:,.0f} | {medians[setup] / base:.2f} |"
+            f" {cpu[setup]:,.0f} | {rounds} |"
+        )
     return {
         "machine": platform.platform(),
         "sessions": args.sessions,
@@ -143,6 +156,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "rounds": results,
         "median_turns_per_s": medians,
         "ratio_to_no_lease": {s: m / base for s, m in medians.items()},
+        "client_cpu_us_per_turn": cpu,
     }
 
 

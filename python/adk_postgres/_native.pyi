@@ -113,6 +113,8 @@ class Sessions:
         app_delta: bytes | None,
         user_delta: bytes | None,
         fence: int | None = None,
+        # With fence: the run's first event; its invocation id is recorded as the run's.
+        note_invocation: bool = False,
     ) -> Awaitable[tuple[AppendOutcome, int | None]]: ...
     # fence: the caller's run id when it holds the session's run lease (see runs.py)
     def claim_run(

@@ -78,8 +78,17 @@ class RunLease:
     lost: bool = False
     #: The invocation id of the run's first event, recorded so an interrupter can mark it.
     invocation_id: str | None = None
-    _invocation_noted: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     _owner: RunLeases | None = field(default=None, repr=False)
+
+    def takes_invocation(self, event: Event) -> bool:
+        """Whether appending ``event`` should record its invocation as this run's: the run's
+        first event (not the marker it writes for the run it interrupted). The append
+        statement records it with the event, in the same transaction."""
+        return (
+            self.invocation_id is None
+            and bool(event.invocation_id)
+            and event.invocation_id != self.interrupted_invocation
+        )
 
     @property
     def app_name(self) -> str:
@@ -300,42 +309,19 @@ class RunLeases:
                 await task
 
     async def _heartbeat(self, lease: RunLease) -> None:
-        """Every expiry/3 (and at once when the run's invocation id becomes known): show the
-        lease is alive; a heartbeat that finds it gone marks it lost."""
+        """Every expiry/3: show the lease is alive; a heartbeat that finds it gone marks it
+        lost."""
         native = await self._service._database.sessions()
         interval = self.expiry / 3
-        recorded: str | None = None
         while not lease.lost:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(lease._invocation_noted.wait(), interval)
-            lease._invocation_noted.clear()
-            noting = lease.invocation_id if lease.invocation_id != recorded else None
+            await asyncio.sleep(interval)
             try:
-                alive = await native.heartbeat_run(lease.key, lease.run_id, noting)
+                alive = await native.heartbeat_run(lease.key, lease.run_id, None)
             except Exception as exc:  # a missed beat; the next may reach the database
                 logger.warning("run lease heartbeat of session %r failed: %s", lease.key[2], exc)
                 continue
-            recorded = noting or recorded
             if not alive:
                 lease.lost = True
-
-    async def note_invocation(self, lease: RunLease, event: Event) -> None:
-        """Records the invocation id of the lease's first event, so that a run interrupting
-        this one can mark it (the session service runs this beside that first append)."""
-        if lease.invocation_id is not None or not event.invocation_id:
-            return
-        if event.invocation_id == lease.interrupted_invocation:
-            return  # the marker this run writes for the run it interrupted
-        lease.invocation_id = event.invocation_id
-        native = await self._service._database.sessions()
-        try:
-            alive = await native.heartbeat_run(lease.key, lease.run_id, event.invocation_id)
-        except Exception as exc:  # the next heartbeat records it
-            logger.warning("could not record the run of session %r: %s", lease.key[2], exc)
-            lease._invocation_noted.set()
-            return
-        if not alive:
-            lease.lost = True
 
     async def _mark_interrupted(self, lease: RunLease) -> None:
         """Closes the invocation this run interrupted with an event that says so

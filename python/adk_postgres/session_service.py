@@ -390,6 +390,9 @@ class PostgresSessionService(DatabaseBacked, BaseSessionService):
         expected = _parse_marker(session) or await self._revision_of_unmarked(session)
         revision_held, incarnation = expected
         lease = active_lease(session.app_name, session.user_id, session.id)
+        # The run's first event records its invocation id in the same statement, so that a
+        # run interrupting this one can mark what it stopped (see RunLease.takes_invocation).
+        note = lease is not None and lease.takes_invocation(event)
         append = sessions.append_event(
             (session.app_name, session.user_id, session.id),
             revision_held,
@@ -402,14 +405,10 @@ class PostgresSessionService(DatabaseBacked, BaseSessionService):
             app_json,
             user_json,
             None if lease is None else lease.run_id,
+            note,
         )
         try:
-            if lease is None or lease.invocation_id is not None or lease._owner is None:
-                outcome, revision = await append
-            else:  # the run's first event: record its invocation beside the append
-                (outcome, revision), _ = await asyncio.gather(
-                    append, lease._owner.note_invocation(lease, event)
-                )
+            outcome, revision = await append
         except IntegrityError as exc:
             if exc.sqlstate == "23505":
                 if any(e.id == event.id and e == event for e in session.events):
@@ -429,6 +428,8 @@ class PostgresSessionService(DatabaseBacked, BaseSessionService):
                 "run interrupted it, or took the session over after this process stopped "
                 "for longer than the lease expiry; the event was not stored"
             )
+        if note and lease is not None:
+            lease.invocation_id = event.invocation_id
         # "appended", or "already_stored": an earlier attempt of this very append committed
         # (at `revision`; whatever others appended after it, this caller has yet to read).
         assert revision is not None

@@ -98,6 +98,7 @@ fn store_ops(c: &mut Criterion) {
                         revision,
                         incarnation: None,
                         fence: None,
+                        note_invocation: false,
                     },
                     event,
                 ))

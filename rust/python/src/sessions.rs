@@ -231,7 +231,7 @@ impl PySessions {
 
     /// Resolves to `(outcome, revision)`, see `outcome_row`.
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (key, expected_revision, incarnation, event_id, invocation_id, timestamp, event_json, session_delta, app_delta, user_delta, fence=None))]
+    #[pyo3(signature = (key, expected_revision, incarnation, event_id, invocation_id, timestamp, event_json, session_delta, app_delta, user_delta, fence=None, note_invocation=false))]
     fn append_event<'py>(
         &self,
         py: Python<'py>,
@@ -246,6 +246,7 @@ impl PySessions {
         app_delta: Option<PyBackedBytes>,
         user_delta: Option<PyBackedBytes>,
         fence: Option<i64>,
+        note_invocation: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let Key(app_name, user_id, session_id) = key;
         let append = OwnedAppend {
@@ -256,6 +257,7 @@ impl PySessions {
                 revision: expected_revision,
                 incarnation,
                 fence,
+                note_invocation: note_invocation && fence.is_some(),
             },
             event_id,
             invocation_id,

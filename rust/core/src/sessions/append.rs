@@ -111,6 +111,7 @@ impl Sessions {
                     &event.user_delta.map(JsonParam),
                     &expected.incarnation,
                     &expected.fence,
+                    &expected.note_invocation,
                 ],
                 Retry::Yes,
             )
@@ -224,7 +225,7 @@ impl<'a> AppendParams<'a> {
         }
     }
 
-    fn refs(&self) -> [&dyn Param; 13] {
+    fn refs(&self) -> [&dyn Param; 14] {
         let a = self.append;
         [
             &a.app_name,
@@ -240,6 +241,7 @@ impl<'a> AppendParams<'a> {
             &self.user_delta,
             &a.expected.incarnation,
             &a.expected.fence,
+            &a.expected.note_invocation,
         ]
     }
 }

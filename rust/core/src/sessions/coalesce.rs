@@ -247,6 +247,7 @@ mod tests {
                 revision: n,
                 incarnation: None,
                 fence: None,
+                note_invocation: false,
             },
             event_id: format!("e{n}"),
             invocation_id: "i".into(),

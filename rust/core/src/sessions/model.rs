@@ -86,6 +86,9 @@ pub struct Expected {
     /// The caller's run id when it runs under the session's run lease: the append is refused
     /// once another run was granted the session.
     pub fence: Option<i64>,
+    /// With `fence`: this is the run's first event; record its invocation id as the run's (so
+    /// a run that interrupts this one can mark what it stopped), in the append's statement.
+    pub note_invocation: bool,
 }
 
 /// How an append ended.

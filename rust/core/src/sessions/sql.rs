@@ -80,7 +80,8 @@ impl SessionSql {
             // JSON, $10 app-state delta, $11 user-state delta (NULL: none), $12 incarnation
             // (NULL: not known to the caller, e.g. a marker from an older version), $13 the
             // caller's run id when it holds the session's run lease (NULL: not leased): the
-            // fence of V8, which a run that lost its lease no longer matches.
+            // fence of V8, which a run that lost its lease no longer matches; $14 true: record
+            // $8 as that run's invocation (its first event; see runs.rs).
             // No row back → the revision did not match or the session is gone (probe decides).
             append: format!(
                 "WITH s AS (
@@ -108,6 +109,11 @@ impl SessionSql {
                     SELECT $1, $2, $11::jsonb, {now} FROM s WHERE $11::jsonb IS NOT NULL
                     ON CONFLICT (app_name, user_id) DO UPDATE
                         SET state = t.state || EXCLUDED.state, update_time = EXCLUDED.update_time
+                ), run AS (
+                    UPDATE {s}.session_runs r SET invocation_id = $8, heartbeat_at = clock_timestamp()
+                      FROM s
+                     WHERE $14::bool AND r.app_name = $1 AND r.user_id = $2 AND r.session_id = $3
+                       AND r.run_id = $13::int8
                 )
                 SELECT revision FROM s",
                 t6 = ts("$6"),

@@ -295,7 +295,8 @@ class Supervisor:
             self._stop_signal = signum
 
     def _serve(self) -> int:
-        self.workers = [self._spawn(index) for index in range(self.count)]
+        for index in range(self.count):
+            self.workers.append(self._spawn(index))  # one by one: all are stopped on failure
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while not all(w is not None and w.ready for w in self.workers):
             if self._stop_signal is not None:
@@ -369,6 +370,9 @@ class Supervisor:
                 env=env,
                 pass_fds=(ready_w, config_r),
             )
+        except OSError as exc:
+            os.close(ready_r)
+            raise click.ClickException(f"cannot start a worker process: {exc}") from None
         except BaseException:
             os.close(ready_r)
             raise

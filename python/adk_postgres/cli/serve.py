@@ -15,6 +15,7 @@ Runs (``/run``, ``/run_sse``) of one session take its run lease (``--run-strateg
 
 from __future__ import annotations
 
+import signal
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -219,6 +220,10 @@ def _listen_address(command: str, args: tuple[str, ...]) -> tuple[str, int]:
         return str(ctx.params.get("host") or "127.0.0.1"), int(ctx.params.get("port") or 0)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _supervise(
     settings: Settings, command: str, args: tuple[str, ...], runs: RunLeaseOptions, count: int
 ) -> None:
@@ -228,6 +233,9 @@ def _supervise(
     check_port_free(host, port)  # fail before starting anything (the embedded PostgreSQL)
     started_embedded = False
     config: dict[str, object] = {}
+    # Until the supervisor takes the signals over, SIGTERM and SIGHUP end the set-up the way
+    # Ctrl-C does (an exception, so the embedded PostgreSQL is released below), not at once.
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         if uses_our_database(args):
             started_embedded = settings.uses_embedded
@@ -260,8 +268,12 @@ def _supervise(
             worker_args += ["--port", str(free)]
         shown = f"[{host}]" if ":" in host else host
         supervisor = Supervisor(worker_args, count, f"http://{shown}:{free}", config)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         status = supervisor.run()
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         if started_embedded:
             settings.close()
             embedded.stop_default()

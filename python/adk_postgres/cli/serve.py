@@ -268,9 +268,7 @@ def _supervise(
             worker_args += ["--port", str(free)]
         shown = f"[{host}]" if ":" in host else host
         supervisor = Supervisor(worker_args, count, f"http://{shown}:{free}", config)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        status = supervisor.run()
+        status = supervisor.run()  # its own handlers while it runs
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

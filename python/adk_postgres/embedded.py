@@ -152,3 +152,13 @@ def default_uri() -> str:
         if _default_server is None:
             _default_server = start()
         return _default_server.uri
+
+
+def stop_default() -> None:
+    """Release this process's handle on the default embedded server, if it started one: the
+    server stops unless another process still uses it (as it would at exit)."""
+    global _default_server
+    with _default_lock:
+        server, _default_server = _default_server, None
+    if server is not None:
+        server.stop()

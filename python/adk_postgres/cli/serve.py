@@ -12,10 +12,14 @@ Runs (``/run``, ``/run_sse``) of one session take its run lease (``--run-strateg
 With ADK's ``--a2a``, A2A tasks and push-notification configs are kept on the same database
 (``adk_postgres.a2a``), and feedback routes are added next to each agent's A2A endpoint
 (``adk_postgres.a2a_routes``).
+
+``--workers N`` runs N such server processes on one host:port under a supervisor
+(``adk_postgres.cli.workers``).
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +28,7 @@ from typing import Any
 
 import click
 
-from .. import adk_services
+from .. import adk_services, embedded
 from ..artifact_service import PostgresArtifactService
 from ..memory_service import PostgresMemoryService
 from ..run_middleware import RunLeaseMiddleware
@@ -33,6 +37,12 @@ from ..session_service import PostgresSessionService
 from ._app import main, run_async
 from ._output import err_console
 from ._settings import Settings
+from .workers import (
+    Supervisor,
+    check_port_free,
+    current_worker,
+    install_worker_hooks,
+)
 
 #: The scheme the CLI registers for "the database of this invocation".
 CLI_SCHEME = "adkpg+cli"
@@ -86,11 +96,16 @@ def adk_arguments(command: str, args: tuple[str, ...]) -> list[str]:
     return [command, *extra, *args]
 
 
+def uses_our_database(args: tuple[str, ...]) -> bool:
+    """Whether any service goes to the database of the global options."""
+    return not all(_given(flag, args) for flag in SERVICE_FLAGS)
+
+
 def check_database(settings: Settings, args: tuple[str, ...]) -> None:
     """Connect and migrate before ADK starts serving, when any service is on our database:
     an unreachable server or a refused login then ends the command with the one-line reason
     (exit 1), not with ADK's "started" banner and an HTTP 500 on the first request."""
-    if all(_given(flag, args) for flag in SERVICE_FLAGS):
+    if not uses_our_database(args):
         return
     run_async(settings.database().migrate())
 
@@ -220,6 +235,10 @@ adk-postgres options (before or after ADK's):
   --run-wait-timeout SECONDS
                            A waiting run gives up with 503 after this long (default 300; 0:
                            no limit).
+  --workers N              Serve with N processes on the same host and port (default 1: this
+                           process). The database is resolved and migrated once, the embedded
+                           PostgreSQL started once; a worker that crashes is restarted;
+                           Ctrl-C or SIGTERM stops them all.
 """
 
 
@@ -228,20 +247,34 @@ def _serve(
     command: str,
     args: tuple[str, ...],
     runs: RunLeaseOptions | None = None,
+    workers: int = 1,
 ) -> None:
     from google.adk.cli.cli_tools_click import main as adk_main
 
+    worker = current_worker()
+    if worker is not None:  # one of the processes of `--workers N`: the parent's database
+        if worker.database_url is not None:
+            settings.url_flag = worker.database_url
+            settings.force_embedded = False
+        settings.schema_flag = worker.schema
+        settings.pool_size_flag = worker.pool_size
     register_cli_services(settings)
     if _given("--help", args) or _given("-h", args):
         click.echo(RUN_LEASE_HELP)
+    elif workers > 1:
+        _supervise(settings, command, args, runs or RunLeaseOptions(), workers)
+        return
     else:
         install_app_hooks(runs or RunLeaseOptions(), settings)
         check_database(settings, args)
-        err_console.print(
-            f"adk-postgres: sessions, artifacts and memory on {settings.database().describe()}",
-            highlight=False,
-            soft_wrap=True,
-        )
+        if worker is None:
+            err_console.print(
+                f"adk-postgres: sessions, artifacts and memory on {settings.database().describe()}",
+                highlight=False,
+                soft_wrap=True,
+            )
+        else:
+            install_worker_hooks(worker)
     # ADK's click group parses the rest and runs uvicorn in this process, so the registry
     # entries above are the ones its server uses.
     # Not standalone: ADK's errors (and ours it wraps) reach `run()`, which prints them the
@@ -250,6 +283,75 @@ def _serve(
         args=adk_arguments(command, args), prog_name="adk-postgres", standalone_mode=False
     )
     if isinstance(status, int) and status != 0:
+        sys.exit(status)
+
+
+def _listen_address(command: str, args: tuple[str, ...]) -> tuple[str, int]:
+    """``--host`` and ``--port`` as ADK's command parses them (its usage errors included)."""
+    from google.adk.cli.cli_tools_click import main as adk_main
+
+    argv = adk_arguments(command, args)
+    adk_command = adk_main.commands[command]
+    with adk_command.make_context(f"adk-postgres {command}", argv[1:]) as ctx:
+        return str(ctx.params.get("host") or "127.0.0.1"), int(ctx.params.get("port") or 0)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _supervise(
+    settings: Settings, command: str, args: tuple[str, ...], runs: RunLeaseOptions, count: int
+) -> None:
+    """``--workers N``: resolve and migrate the database once here, then serve with N worker
+    processes (`workers.Supervisor`) until a signal; exit 1 if a worker fails to start."""
+    host, port = _listen_address(command, args)
+    check_port_free(host, port)  # fail before starting anything (the embedded PostgreSQL)
+    started_embedded = False
+    config: dict[str, object] = {}
+    # Until the supervisor takes the signals over, SIGTERM and SIGHUP end the set-up the way
+    # Ctrl-C does (an exception, so the embedded PostgreSQL is released below), not at once.
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        if uses_our_database(args):
+            started_embedded = settings.uses_embedded
+            check_database(settings, args)
+            description = settings.database().describe()
+            config = {
+                "database_url": settings.concrete_url(),
+                "schema": settings.schema,
+                "pool_size": settings.pool_size,
+            }
+            # The workers open their own pools; this process only supervises.
+            settings.close()
+            err_console.print(
+                f"adk-postgres: sessions, artifacts and memory on {description}",
+                highlight=False,
+                soft_wrap=True,
+            )
+        free = check_port_free(host, port)  # again: the database may have taken a while
+        worker_args = [
+            command,
+            "--run-strategy",
+            runs.strategy,
+            "--run-lease-expiry",
+            repr(runs.expiry),
+            "--run-wait-timeout",
+            repr(runs.wait_timeout),
+            *args,
+        ]
+        if port == 0:  # each worker would get its own: the one found free (the last wins)
+            worker_args += ["--port", str(free)]
+        shown = f"[{host}]" if ":" in host else host
+        supervisor = Supervisor(worker_args, count, f"http://{shown}:{free}", config)
+        status = supervisor.run()  # its own handlers while it runs
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if started_embedded:
+            settings.close()
+            embedded.stop_default()
+    if status:
         sys.exit(status)
 
 
@@ -281,6 +383,12 @@ def _make_server_command(command: str, summary: str) -> click.Command:
         default=DEFAULT_WAIT_TIMEOUT,
         show_default=True,
     )
+    @click.option(
+        "--workers",
+        type=click.IntRange(min=1),
+        default=1,
+        show_default=True,
+    )
     @click.argument("args", nargs=-1, type=click.UNPROCESSED)
     @click.pass_obj
     def server(
@@ -288,10 +396,11 @@ def _make_server_command(command: str, summary: str) -> click.Command:
         run_strategy: str,
         run_lease_expiry: float,
         run_wait_timeout: float,
+        workers: int,
         args: tuple[str, ...],
     ) -> None:
         runs = RunLeaseOptions(run_strategy, run_lease_expiry, run_wait_timeout)
-        _serve(settings, command, args, runs)
+        _serve(settings, command, args, runs, workers)
 
     return server
 

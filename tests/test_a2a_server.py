@@ -358,3 +358,48 @@ def test_two_a2a_messages_to_one_context_take_turns(pg_url: str, schema_name: st
     finally:
         outputs = [first.stop(), second.stop()]
     assert not any("StaleSessionError" in out for out in outputs)
+
+
+def test_a2a_with_workers_every_process_answers_for_every_task(
+    pg_url: str, schema_name: str
+) -> None:
+    """`api_server --a2a --workers 2`: a task made by whichever worker took the message is
+    there for `GetTask` on fresh connections (spread over both workers by the kernel)."""
+    import httpx
+
+    card = f"/a2a/{AGENT}/.well-known/agent-card.json"
+    with AdkServer(pg_url, schema_name, EXAMPLES, "--a2a", "--workers", "2", ready_path=card) as s:
+        created = []
+        for n in (5, 10, 15, 20):
+            message = {
+                "messageId": uuid.uuid4().hex,
+                "role": "ROLE_USER",
+                "parts": [{"text": f"convert {n}"}],
+            }
+            response = s.client.post(
+                f"/a2a/{AGENT}",
+                json={
+                    "jsonrpc": "2.0",
+                    "id": n,
+                    "method": "SendMessage",
+                    "params": {"message": message},
+                },
+                headers={"A2A-Version": "1.0"},
+            )
+            assert response.status_code == 200, response.text
+            created.append(response.json()["result"]["task"]["id"])
+        for _ in range(5):
+            for task_id in created:
+                with httpx.Client(base_url=s.url, timeout=30) as fresh:  # a new connection
+                    got = fresh.post(
+                        f"/a2a/{AGENT}",
+                        json={
+                            "jsonrpc": "2.0",
+                            "id": 1,
+                            "method": "GetTask",
+                            "params": {"id": task_id},
+                        },
+                        headers={"A2A-Version": "1.0"},
+                    )
+                assert got.status_code == 200, got.text
+                assert got.json()["result"]["status"]["state"] == "TASK_STATE_COMPLETED", got.text

@@ -14,6 +14,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 from servers.adk_server import AdkServer
+from servers.schemas import scratch_schema
 
 a2a_pb2 = pytest.importorskip("a2a.types.a2a_pb2")
 from a2a.client import ClientConfig, create_client  # noqa: E402
@@ -43,17 +44,8 @@ class A2aServer(AdkServer):
 
 @pytest.fixture(scope="module")
 def schema(pg_direct_url: str) -> Iterator[str]:
-    name = f"t_a2a_{uuid.uuid4().hex[:10]}"
-    yield name
-
-    async def drop() -> None:
-        conn = await asyncpg.connect(pg_direct_url)
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-        finally:
-            await conn.close()
-
-    asyncio.run(drop())
+    with scratch_schema(pg_direct_url) as name:
+        yield name
 
 
 def _message(text: str, *, context_id: str = "", task_id: str = "") -> a2a_pb2.Message:

@@ -14,7 +14,6 @@ import re
 import signal
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,6 +22,7 @@ import asyncpg
 import httpx
 import pytest
 from servers.adk_server import AdkServer
+from servers.schemas import scratch_schema
 
 AGENTS = Path(__file__).resolve().parent / "run_agents"
 APP, USER = "relay", "u"
@@ -61,17 +61,8 @@ class Server(AdkServer):
 
 @pytest.fixture(scope="module")
 def schema(pg_direct_url: str) -> Iterator[str]:
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    yield name
-
-    async def drop() -> None:
-        conn = await asyncpg.connect(pg_direct_url)
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-        finally:
-            await conn.close()
-
-    asyncio.run(drop())
+    with scratch_schema(pg_direct_url) as name:
+        yield name
 
 
 @pytest.fixture(scope="module")

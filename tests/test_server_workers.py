@@ -8,7 +8,6 @@ the supervisor this file starts (its children in /proc) and stopped by pid.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
@@ -23,9 +22,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import httpx
 import pytest
+from servers.schemas import scratch_schema
 
 AGENTS = Path(__file__).resolve().parent / "worker_agents"
 CLI = Path(sys.executable).with_name("adk-postgres")
@@ -222,17 +221,8 @@ class Supervised:
 
 @pytest.fixture
 def schema(pg_direct_url: str) -> Iterator[str]:
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    yield name
-
-    async def drop() -> None:
-        conn = await asyncpg.connect(pg_direct_url)
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-        finally:
-            await conn.close()
-
-    asyncio.run(drop())
+    with scratch_schema(pg_direct_url) as name:
+        yield name
 
 
 @pytest.fixture

@@ -439,7 +439,16 @@ class PatroniCluster:
     def wait_ready(self, timeout: float = 60) -> PatroniNode:
         """Waits until a leader accepts writes, every running replica streams from it, and (in
         synchronous mode, with a replica) one of them is the synchronous standby."""
-        return wait_until(self._ready, timeout, "the Patroni cluster to be ready", interval=0.5)
+        try:
+            return wait_until(self._ready, timeout, "the Patroni cluster to be ready", interval=0.5)
+        except TimeoutError as exc:
+            # What each process said, so a slow or failed start can be told apart in CI.
+            tails = [f"--- {node.name}:\n{node.log()[-3000:]}" for node in self.nodes]
+            try:
+                etcd = (self.base / "etcd" / "etcd.log").read_text(errors="replace")[-2000:]
+            except OSError:
+                etcd = ""
+            raise TimeoutError("\n".join([str(exc), *tails, f"--- etcd:\n{etcd}"])) from None
 
     def multi_host_url(
         self,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from servers.adk_server import AdkServer
+from servers.adk_server import AdkServer, running
 from servers.schemas import scratch_schema
 
 a2a_pb2 = pytest.importorskip("a2a.types.a2a_pb2")
@@ -115,9 +115,10 @@ async def test_tasks_survive_a_restart_and_are_shared_by_two_servers(
     assert [(r["task_id"], r["state"]) for r in rows] == [(task.id, "TASK_STATE_COMPLETED")]
     assert configs == 1
 
-    restarted = A2aServer(pg_url, schema)
-    second = A2aServer(pg_url, schema)
-    try:
+    with running(lambda: A2aServer(pg_url, schema), lambda: A2aServer(pg_url, schema)) as (
+        restarted,
+        second,
+    ):
         again = await _get(restarted, task.id)
         assert again.id == task.id and again.context_id == task.context_id
         assert list(again.history) == list(task.history)
@@ -180,10 +181,8 @@ async def test_tasks_survive_a_restart_and_are_shared_by_two_servers(
             assert "not found" in str(raised.value).lower()
         finally:
             await client.close()
-    finally:
-        logs = [restarted.stop(), second.stop()]
-    for log in logs:
-        assert "Traceback" not in log, log[-3000:]
+    for server in (restarted, second):
+        assert "Traceback" not in server.output, server.output[-3000:]
 
 
 async def test_to_a2a_with_the_postgres_stores(
@@ -318,9 +317,11 @@ def test_two_a2a_messages_to_one_context_take_turns(pg_url: str, schema_name: st
     from concurrent.futures import ThreadPoolExecutor
 
     card = "/a2a/relay/.well-known/agent-card.json"
-    first = AdkServer(pg_url, schema_name, RUN_AGENTS, "--a2a", ready_path=card)
-    second = AdkServer(pg_url, schema_name, RUN_AGENTS, "--a2a", ready_path=card)
-    try:
+
+    def start() -> AdkServer:
+        return AdkServer(pg_url, schema_name, RUN_AGENTS, "--a2a", ready_path=card)
+
+    with running(start, start) as (first, second):
         opening = _rpc_send(first, "hello")
         assert _answer(opening) == "turn 1 after 1 messages", opening
         context = opening["contextId"]
@@ -347,9 +348,7 @@ def test_two_a2a_messages_to_one_context_take_turns(pg_url: str, schema_name: st
         assert refused["status"]["state"] == "TASK_STATE_FAILED", refused
         reason = " ".join(p.get("text", "") for p in refused["status"]["message"]["parts"])
         assert "busy" in reason, reason
-    finally:
-        outputs = [first.stop(), second.stop()]
-    assert not any("StaleSessionError" in out for out in outputs)
+    assert not any("StaleSessionError" in server.output for server in (first, second))
 
 
 def test_a2a_with_workers_every_process_answers_for_every_task(

@@ -21,7 +21,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
-from servers.adk_server import AdkServer
+from servers.adk_server import AdkServer, running
 from servers.schemas import scratch_schema
 
 AGENTS = Path(__file__).resolve().parent / "run_agents"
@@ -67,14 +67,13 @@ def schema(pg_direct_url: str) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def servers(pg_url: str, schema: str) -> Iterator[tuple[Server, Server]]:
-    first = Server(pg_url, schema)
-    second = Server(pg_url, schema, "--run-wait-timeout", "3")
-    try:
+    with running(
+        lambda: Server(pg_url, schema),
+        lambda: Server(pg_url, schema, "--run-wait-timeout", "3"),
+    ) as (first, second):
         yield first, second
-    finally:
-        outputs = [first.stop(), second.stop()]
-        for output in outputs:
-            assert "Traceback" not in output, output
+    for server in (first, second):
+        assert "Traceback" not in server.output, server.output
 
 
 def _text(event: dict) -> str | None:

@@ -9,7 +9,8 @@ The process runs this venv's `adk-postgres` with ``-d URL --schema NAME``, then 
 ``GOOGLE_API_KEY`` so the example agents use their offline models. It is ready when
 ``ready_path`` answers 200 (at most 90 s; an early exit fails the test with its output).
 ``stop()`` sends SIGTERM (SIGCONT first, in case a test stopped it), kills after 30 s, and
-returns everything the process printed.
+returns everything the process printed (also kept as ``output``). ``running(...)`` starts
+several and stops every one it started, even when a later one fails to start.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
@@ -70,6 +73,8 @@ class AdkServer:
         )
         self.url = f"http://127.0.0.1:{self.port}"
         self.client = httpx.Client(base_url=self.url, timeout=timeout)
+        #: What the process printed, once stopped.
+        self.output: str | None = None
         self._wait_ready(ready_path)
 
     def _wait_ready(self, path: str) -> None:
@@ -89,6 +94,8 @@ class AdkServer:
 
     def stop(self) -> str:
         """Stops the process (if it still runs) and returns its output."""
+        if self.output is not None:
+            return self.output
         self.client.close()
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGCONT)
@@ -98,7 +105,8 @@ class AdkServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        return self.process.stdout.read() if self.process.stdout else ""
+        self.output = self.process.stdout.read() if self.process.stdout else ""
+        return self.output
 
     def __enter__(self) -> AdkServer:
         return self
@@ -112,3 +120,17 @@ class AdkServer:
         output = self.stop()
         if exc_type is None:
             assert "Traceback" not in output, output[-4000:]
+
+
+@contextmanager
+def running(*start: Callable[[], AdkServer]) -> Iterator[list[AdkServer]]:
+    """Starts a server with each callable, in order; at the end stops every server started,
+    also when a test failed or a later server did not start (read their ``output`` after)."""
+    started: list[AdkServer] = []
+    try:
+        for make in start:
+            started.append(make())
+        yield started
+    finally:
+        for server in started:
+            server.stop()

@@ -189,13 +189,18 @@ def _extends(stored: Any, saved: Any) -> bool:
     return set(stored.metadata.fields).issubset(saved.metadata.fields)
 
 
-def _parse_task(data: bytes) -> Any:
-    task = Task()
+def _parse(message_type: Any, what: str, data: bytes) -> Any:
+    """A stored message read back; `DataError` naming ``what`` if its bytes do not decode."""
+    message = message_type()
     try:
-        task.ParseFromString(data)
+        message.ParseFromString(data)
     except DecodeError as exc:
-        raise DataError(f"a stored task could not be decoded: {exc}") from exc
-    return task
+        raise DataError(f"a stored {what} could not be decoded: {exc}") from exc
+    return message
+
+
+def _parse_task(data: bytes) -> Any:
+    return _parse(Task, "task", data)
 
 
 def _page_size(params: Any) -> int:
@@ -545,9 +550,4 @@ class PostgresPushNotificationConfigStore(_A2aBacked, PushNotificationConfigStor
 
 
 def _parse_config(data: bytes) -> Any:
-    config = TaskPushNotificationConfig()
-    try:
-        config.ParseFromString(data)
-    except DecodeError as exc:
-        raise DataError(f"a stored push notification config could not be decoded: {exc}") from exc
-    return config
+    return _parse(TaskPushNotificationConfig, "push notification config", data)

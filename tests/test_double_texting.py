@@ -21,7 +21,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
-from servers.adk_server import AdkServer, running
+from servers.adk_server import AdkServer, run_body, running
 from servers.schemas import scratch_schema
 
 AGENTS = Path(__file__).resolve().parent / "run_agents"
@@ -39,12 +39,7 @@ class Server(AdkServer):
     def run(self, session_id: str, text: str, **headers: str) -> httpx.Response:
         return self.client.post(
             "/run",
-            json={
-                "appName": APP,
-                "userId": USER,
-                "sessionId": session_id,
-                "newMessage": {"role": "user", "parts": [{"text": text}]},
-            },
+            json=run_body(APP, USER, session_id, text),
             headers=headers,
         )
 
@@ -217,12 +212,7 @@ def test_a_client_that_goes_away_while_waiting_leaves_the_queue(
             with pytest.raises(httpx.ReadTimeout):
                 impatient.post(
                     "/run",
-                    json={
-                        "appName": APP,
-                        "userId": USER,
-                        "sessionId": session_id,
-                        "newMessage": {"role": "user", "parts": [{"text": "gone"}]},
-                    },
+                    json=run_body(APP, USER, session_id, "gone"),
                 )
         deadline = time.monotonic() + 2
         while asyncio.run(queued()) != 1:
@@ -300,13 +290,7 @@ def test_streamed_runs_of_one_session_take_turns_too(servers: tuple[Server, Serv
     session_id = first.new_session()
 
     def stream(server: Server, text: str) -> list[str]:
-        body = {
-            "appName": APP,
-            "userId": USER,
-            "sessionId": session_id,
-            "newMessage": {"role": "user", "parts": [{"text": text}]},
-            "streaming": False,
-        }
+        body = run_body(APP, USER, session_id, text, streaming=False)
         with server.client.stream("POST", "/run_sse", json=body) as response:
             assert response.status_code == 200
             return [line for line in response.iter_lines() if line.startswith("data:")]

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-from servers.adk_server import AdkServer
+from servers.adk_server import AdkServer, run_body
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 APP = "persistent_chat"
@@ -25,12 +25,7 @@ def api_server(pg_url: str, schema: str) -> Iterator[httpx.Client]:
 def _run(client: httpx.Client, session_id: str, text: str) -> list[dict]:
     response = client.post(
         "/run",
-        json={
-            "appName": APP,
-            "userId": USER,
-            "sessionId": session_id,
-            "newMessage": {"role": "user", "parts": [{"text": text}]},
-        },
+        json=run_body(APP, USER, session_id, text),
     )
     assert response.status_code == 200, response.text
     return response.json()
@@ -61,12 +56,7 @@ def test_api_server_keeps_everything_across_a_restart(pg_url: str, schema_name: 
         converter = client.post(f"/apps/basic_agent/users/{USER}/sessions", json={}).json()
         reply = client.post(
             "/run",
-            json={
-                "appName": "basic_agent",
-                "userId": USER,
-                "sessionId": converter["id"],
-                "newMessage": {"role": "user", "parts": [{"text": "convert 100"}]},
-            },
+            json=run_body("basic_agent", USER, converter["id"], "convert 100"),
         ).json()
         assert _texts(reply)[-1] == "100.0 °C is 212.0 °F."
 

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
+from servers.adk_server import run_body
 from servers.schemas import scratch_schema
 
 AGENTS = Path(__file__).resolve().parent / "worker_agents"
@@ -178,12 +179,7 @@ class Supervised:
         response = self.request(
             "POST",
             "/run",
-            json={
-                "appName": APP,
-                "userId": USER,
-                "sessionId": session_id,
-                "newMessage": {"role": "user", "parts": [{"text": text}]},
-            },
+            json=run_body(APP, USER, session_id, text),
         )
         assert response.status_code == 200, response.text
         final = response.json()[-1]["content"]["parts"][0]["text"]

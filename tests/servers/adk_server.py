@@ -32,6 +32,17 @@ import pytest
 CLI = Path(sys.executable).with_name("adk-postgres")
 
 
+def run_body(app: str, user: str, session_id: str, text: str, **extra: object) -> dict:
+    """The JSON body of ADK's ``/run`` and ``/run_sse`` for one user message."""
+    return {
+        "appName": app,
+        "userId": user,
+        "sessionId": session_id,
+        "newMessage": {"role": "user", "parts": [{"text": text}]},
+        **extra,
+    }
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -99,6 +99,16 @@ class Sessions:
     ) -> Awaitable[
         tuple[bytes | None, list[tuple[str, bytes]], list[tuple[str, str, bytes, int, float, int]]]
     ]: ...
+    def list_sessions_page(
+        self,
+        app_name: str,
+        user_id: str | None,
+        after: tuple[float, str, str] | None,
+        limit: int,
+    ) -> Awaitable[
+        tuple[bytes | None, list[tuple[str, bytes]], list[tuple[str, str, bytes, int, float, int]]]
+    ]: ...
+    # as list_sessions; `after` is (last_update, user_id, session_id) of the previous page's last
     def delete_session(self, key: SessionKey) -> Awaitable[bool]: ...
     def append_event(
         self,
@@ -291,6 +301,54 @@ class A2a:
 
 # --- Operations (rust/python/src/admin.rs): plain dicts, turned into dataclasses by
 # adk_postgres.admin.
+
+# (session_id, key, title, first_text, last_text, message_count, created_at, archived_at)
+ConversationRow = tuple[str, float, str | None, str | None, str | None, int, float, float | None]
+# (session_id, event_id, timestamp, rank, author, snippet)
+SearchHitRow = tuple[str, str, float, float, str | None, str]
+
+class Conversations:
+    """Conversation listings, titles, archive, search and state queries on a Database's pool."""
+
+    def __init__(self, database: Database) -> None: ...
+    def now(self) -> Awaitable[float]: ...
+    def list(
+        self,
+        app_name: str,
+        user_id: str,
+        archived: bool,
+        t0: float,
+        after: tuple[float, str] | None,
+        limit: int,
+    ) -> Awaitable[list[ConversationRow]]: ...
+    def set_title(
+        self, app_name: str, user_id: str, session_id: str, title: str | None
+    ) -> Awaitable[bool]: ...
+    def set_archived(
+        self, app_name: str, user_id: str, session_id: str, archived: bool
+    ) -> Awaitable[bool]: ...
+    def search(
+        self,
+        app_name: str,
+        user_id: str,
+        query: str,
+        language: str,
+        after: tuple[float, float, str, str] | None,
+        limit: int,
+        include_archived: bool,
+    ) -> Awaitable[list[SearchHitRow]]: ...
+    def find_by_state(
+        self,
+        app_name: str,
+        user_id: str | None,
+        contains: bytes,
+        after: tuple[float, str, str] | None,
+        limit: int,
+    ) -> Awaitable[list[tuple[str, str, float]]]: ...
+    # language: the search index for it; None: the state index
+    def create_index(self, language: str | None = None) -> Awaitable[None]: ...
+    def drop_index(self, language: str | None = None) -> Awaitable[bool]: ...
+    def indexes(self) -> Awaitable[list[str]]: ...
 
 class BackupReader:
     """A read-only snapshot of the backup tables, read a batch at a time."""

@@ -226,6 +226,9 @@ class AppPruned:
     #: Artifacts (every version) of sessions that no longer exist.
     artifact_files: int
     artifact_versions: int
+    #: Conversations archived longer ago than ``archived_for`` (deleted with their events).
+    archived_sessions: int = 0
+    archived_events: int = 0
 
 
 @dataclass(frozen=True)
@@ -248,6 +251,8 @@ class PruneReport:
     #: A2A tasks deleted (dry run: to delete) and the feedback that went with them.
     tasks: int = 0
     task_feedback: int = 0
+    #: Conversations archived before this (epoch seconds, server clock) were pruned.
+    archived_cutoff: float | None = None
 
     @property
     def totals(self) -> AppPruned:
@@ -261,6 +266,8 @@ class PruneReport:
             events=total("events"),
             artifact_files=total("artifact_files"),
             artifact_versions=total("artifact_versions"),
+            archived_sessions=total("archived_sessions"),
+            archived_events=total("archived_events"),
         )
 
     @classmethod
@@ -277,6 +284,7 @@ class PruneReport:
             tasks_cutoff=raw["tasks_cutoff"],
             tasks=raw["tasks"],
             task_feedback=raw["task_feedback"],
+            archived_cutoff=raw["archived_cutoff"],
         )
 
 
@@ -320,6 +328,7 @@ class Admin:
         content_dir: str | Path | None = None,
         file_grace: timedelta | str | None = None,
         tasks_finished_before: timedelta | str | None = None,
+        archived_for: timedelta | str | None = None,
         dry_run: bool = False,
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> PruneReport:
@@ -334,7 +343,9 @@ class Admin:
           uses (left by failed or cancelled saves) once older than ``file_grace`` (1 hour);
         * ``tasks_finished_before``: A2A tasks that finished (completed, failed, canceled,
           rejected) longer ago than this, with their feedback (not per app: refused with
-          ``app_name``).
+          ``app_name``);
+        * ``archived_for``: conversations archived (``PostgresConversations.archive``) longer
+          ago than this: the sessions, with their events.
 
         Each batch of ``batch_size`` sessions (artifacts, contents) is one transaction.
         Raises ``ConfigurationError`` when no criterion is given.
@@ -348,15 +359,18 @@ class Admin:
             grace["file_grace"] = file_grace.total_seconds()
         if isinstance(tasks_finished_before, str):
             tasks_finished_before = parse_duration(tasks_finished_before)
+        if isinstance(archived_for, str):
+            archived_for = parse_duration(archived_for)
         if (
             idle_for is None
             and keep_events is None
             and not orphaned_artifacts
             and tasks_finished_before is None
+            and archived_for is None
         ):
             raise ConfigurationError(
-                "nothing to prune: give idle_for, keep_events, orphaned_artifacts or "
-                "tasks_finished_before"
+                "nothing to prune: give idle_for, keep_events, orphaned_artifacts, "
+                "tasks_finished_before or archived_for"
             )
         raw = await (await self._admin()).prune(
             app_name=app_name,
@@ -368,6 +382,7 @@ class Admin:
             tasks_finished_before=(
                 tasks_finished_before.total_seconds() if tasks_finished_before is not None else None
             ),
+            archived_for=archived_for.total_seconds() if archived_for is not None else None,
             dry_run=dry_run,
             batch_size=batch_size,
         )

@@ -153,6 +153,13 @@ def _refreshed(cached: CachedHistory, row: SessionRow) -> CachedHistory | None:
     return refreshed
 
 
+class PagedListSessionsResponse(ListSessionsResponse):
+    """A page of ``list_sessions`` (``page_size``/``page_token`` given): ADK's response plus
+    the token of the next page, as newer ADK versions define it."""
+
+    next_page_token: str | None = None
+
+
 class PostgresSessionService(DatabaseBacked, BaseSessionService):
     """ADK session service on PostgreSQL.
 
@@ -331,8 +338,20 @@ class PostgresSessionService(DatabaseBacked, BaseSessionService):
     @override
     @traced("sessions")
     async def list_sessions(
-        self, *, app_name: str, user_id: str | None = None
+        self,
+        *,
+        app_name: str,
+        user_id: str | None = None,
+        page_size: int | None = None,
+        page_token: str | None = None,
     ) -> ListSessionsResponse:
+        """ADK's ``list_sessions``, oldest update first. With ``page_size`` or ``page_token``
+        (as newer ADK versions define them) one page of at most ``page_size`` sessions
+        (default 100) and ``next_page_token`` for the next one (``None`` on the last page):
+        keyset paging on (last update, user, id), so a session updated while a client pages
+        moves to the end and is never skipped."""
+        if page_size is not None or page_token is not None:
+            return await self._list_sessions_page(app_name, user_id, page_size, page_token)
         native = await self._database.sessions()
         app_json, user_rows, session_rows = await native.list_sessions(app_name, user_id)
         app_state = decode_state(app_json)
@@ -345,6 +364,45 @@ class PostgresSessionService(DatabaseBacked, BaseSessionService):
                 _stored_session((app_name, uid, sid), state, [], last_update_time, marker)
             )
         return ListSessionsResponse(sessions=sessions)
+
+    async def _list_sessions_page(
+        self,
+        app_name: str,
+        user_id: str | None,
+        page_size: int | None,
+        page_token: str | None,
+    ) -> PagedListSessionsResponse:
+        from .conversations import check_page_size, decode_token, encode_token, token_scope
+
+        check_keys(app_name=app_name)
+        if user_id is not None:
+            check_keys(user_id=user_id)
+        limit = check_page_size(100 if page_size is None else page_size)
+        scope = token_scope("sessions", app_name, user_id)
+        after = None
+        if page_token is not None:
+            ts, uid, sid = decode_token(page_token, "sessions", scope, (float, str, str))
+            after = (float(ts), uid, sid)
+        native = await self._database.sessions()
+        app_json, user_rows, session_rows = await native.list_sessions_page(
+            app_name, user_id, after, limit + 1
+        )
+        more = len(session_rows) > limit
+        session_rows = session_rows[:limit]
+        app_state = decode_state(app_json)
+        user_states = {uid: decode_state(data) for uid, data in user_rows}
+        sessions = []
+        for uid, sid, state_json, revision, last_update_time, incarnation in session_rows:
+            state = merge_state(decode_state(state_json), app_state, user_states.get(uid, {}))
+            marker = _marker(revision, incarnation)
+            sessions.append(
+                _stored_session((app_name, uid, sid), state, [], last_update_time, marker)
+            )
+        token = None
+        if more and session_rows:
+            uid, sid, _state, _revision, last_update_time, _inc = session_rows[-1]
+            token = encode_token("sessions", scope, [last_update_time, uid, sid])
+        return PagedListSessionsResponse(sessions=sessions, next_page_token=token)
 
     @override
     @traced("sessions")

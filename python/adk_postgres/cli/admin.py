@@ -282,6 +282,12 @@ def _print_prune(report: PruneReport) -> None:
     _say(files)
     if report.tasks_cutoff is not None:
         _say(f"A2A tasks: {report.tasks} (with {report.task_feedback} feedback)")
+    if report.archived_cutoff is not None:
+        totals = report.totals
+        _say(
+            f"archived conversations: {totals.archived_sessions} "
+            f"(with {totals.archived_events} events)"
+        )
 
 
 @main.command("prune")
@@ -325,6 +331,12 @@ def _print_prune(report: PruneReport) -> None:
     "than this, with their feedback (all apps; not with --app).",
 )
 @click.option(
+    "--archived-for",
+    type=Duration(),
+    metavar="DURATION",
+    help="Delete conversations archived longer ago than this (the sessions, with their events).",
+)
+@click.option(
     "--batch-size",
     type=click.IntRange(min=1),
     default=DEFAULT_BATCH_SIZE,
@@ -343,13 +355,15 @@ def prune_command(
     content_dir: Path | None,
     file_grace: timedelta | None,
     tasks_finished_before: timedelta | None,
+    archived_for: timedelta | None,
     batch_size: int,
     as_json: bool,
 ) -> None:
-    """Delete idle sessions, old events, orphaned artifacts and finished A2A tasks.
+    """Delete idle sessions, old events, orphaned artifacts, finished A2A tasks and
+    conversations archived long ago.
 
     Give at least one of --idle-for, --keep-events, --orphaned-artifacts,
-    --tasks-finished-before. Deletes in batches,
+    --tasks-finished-before, --archived-for. Deletes in batches,
     each one transaction (a crash leaves consistent data), skipping rows a writer holds, so
     running agents wait at most for one batch.
 
@@ -367,10 +381,11 @@ def prune_command(
         and keep_events is None
         and not orphaned_artifacts
         and tasks_finished_before is None
+        and archived_for is None
     ):
         raise click.UsageError(
-            "nothing to prune: give --idle-for, --keep-events, --orphaned-artifacts or "
-            "--tasks-finished-before"
+            "nothing to prune: give --idle-for, --keep-events, --orphaned-artifacts, "
+            "--tasks-finished-before or --archived-for"
         )
     if tasks_finished_before is not None and app_name is not None:
         raise click.UsageError(
@@ -386,6 +401,7 @@ def prune_command(
             content_dir=content_dir,
             file_grace=file_grace,
             tasks_finished_before=tasks_finished_before,
+            archived_for=archived_for,
             dry_run=dry_run,
             batch_size=batch_size,
         )

@@ -111,16 +111,19 @@ def check_database(settings: Settings, args: tuple[str, ...]) -> None:
 
 
 @dataclass(frozen=True)
-class RunLeaseOptions:
-    """``--run-strategy`` (``off``: no leases), ``--run-lease-expiry``, ``--run-wait-timeout``
-    (0: wait as long as it takes)."""
+class ServerOptions:
+    """Our options of ``web``/``api_server``: ``--run-strategy`` (``off``: no leases),
+    ``--run-lease-expiry``, ``--run-wait-timeout`` (0: wait as long as it takes),
+    ``--api-routes/--no-api-routes``."""
 
     strategy: str = "enqueue"
     expiry: float = DEFAULT_EXPIRY
     wait_timeout: float = DEFAULT_WAIT_TIMEOUT
+    #: Whether to mount our own routes (``adk_postgres.api_routes``); ``--no-api-routes``.
+    api_routes: bool = True
 
 
-def install_app_hooks(options: RunLeaseOptions, settings: Settings) -> None:
+def install_app_hooks(options: ServerOptions, settings: Settings) -> None:
     """Make the app ADK's command builds run ``/run``, ``/run_sse`` (and with ``--a2a`` each
     A2A message) under run leases, when its session service is ours, and (with ``--a2a``)
     keep A2A tasks and push configs on the database with feedback routes beside them. ADK's
@@ -156,6 +159,11 @@ def install_app_hooks(options: RunLeaseOptions, settings: Settings) -> None:
             for route in reversed(feedback_routes(a2a_store)):
                 app.router.routes.insert(0, route)
         service = created[-1] if created else None
+        if options.api_routes and isinstance(service, PostgresSessionService):
+            from ..api_routes import api_routes
+
+            for route in reversed(api_routes(service.database)):
+                app.router.routes.insert(0, route)
         if options.strategy != "off" and isinstance(service, PostgresSessionService):
             leases = service.run_leases(
                 strategy=options.strategy,  # type: ignore[arg-type]
@@ -182,7 +190,7 @@ def _a2a_task_store(kwargs: dict[str, Any], settings: Settings) -> Any:
 
 @contextmanager
 def _a2a_on_database(
-    settings: Settings, options: RunLeaseOptions, *, enabled: bool
+    settings: Settings, options: ServerOptions, *, enabled: bool
 ) -> Iterator[None]:
     """While ADK builds the app: its A2A routes get our push-config store (ADK creates an
     ``InMemoryPushNotificationConfigStore`` per agent, with no option to choose another) and,
@@ -235,6 +243,8 @@ adk-postgres options (before or after ADK's):
   --run-wait-timeout SECONDS
                            A waiting run gives up with 503 after this long (default 300; 0:
                            no limit).
+  --no-api-routes          Leave out adk-postgres's own routes under /adk-postgres/v1
+                           (conversations, search, state queries, health, stats).
   --workers N              Serve with N processes on the same host and port (default 1: this
                            process). The database is resolved and migrated once, the embedded
                            PostgreSQL started once; a worker that crashes is restarted;
@@ -246,7 +256,7 @@ def _serve(
     settings: Settings,
     command: str,
     args: tuple[str, ...],
-    runs: RunLeaseOptions | None = None,
+    runs: ServerOptions | None = None,
     workers: int = 1,
 ) -> None:
     from google.adk.cli.cli_tools_click import main as adk_main
@@ -262,10 +272,10 @@ def _serve(
     if _given("--help", args) or _given("-h", args):
         click.echo(RUN_LEASE_HELP)
     elif workers > 1:
-        _supervise(settings, command, args, runs or RunLeaseOptions(), workers)
+        _supervise(settings, command, args, runs or ServerOptions(), workers)
         return
     else:
-        install_app_hooks(runs or RunLeaseOptions(), settings)
+        install_app_hooks(runs or ServerOptions(), settings)
         check_database(settings, args)
         if worker is None:
             err_console.print(
@@ -301,7 +311,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def _supervise(
-    settings: Settings, command: str, args: tuple[str, ...], runs: RunLeaseOptions, count: int
+    settings: Settings, command: str, args: tuple[str, ...], runs: ServerOptions, count: int
 ) -> None:
     """``--workers N``: resolve and migrate the database once here, then serve with N worker
     processes (`workers.Supervisor`) until a signal; exit 1 if a worker fails to start."""
@@ -338,6 +348,7 @@ def _supervise(
             repr(runs.expiry),
             "--run-wait-timeout",
             repr(runs.wait_timeout),
+            *([] if runs.api_routes else ["--no-api-routes"]),
             *args,
         ]
         if port == 0:  # each worker would get its own: the one found free (the last wins)
@@ -383,6 +394,7 @@ def _make_server_command(command: str, summary: str) -> click.Command:
         default=DEFAULT_WAIT_TIMEOUT,
         show_default=True,
     )
+    @click.option("--api-routes/--no-api-routes", default=True, show_default=True)
     @click.option(
         "--workers",
         type=click.IntRange(min=1),
@@ -396,10 +408,11 @@ def _make_server_command(command: str, summary: str) -> click.Command:
         run_strategy: str,
         run_lease_expiry: float,
         run_wait_timeout: float,
+        api_routes: bool,
         workers: int,
         args: tuple[str, ...],
     ) -> None:
-        runs = RunLeaseOptions(run_strategy, run_lease_expiry, run_wait_timeout)
+        runs = ServerOptions(run_strategy, run_lease_expiry, run_wait_timeout, api_routes)
         _serve(settings, command, args, runs, workers)
 
     return server

@@ -60,11 +60,12 @@ EXPORT_VERSION = 2
 #: Versions `restore` reads.
 READABLE_VERSIONS = (1, 2)
 #: The parts of a backup (``--only``), in file order.
-PARTS = ("sessions", "artifacts", "memory", "a2a", "tenancy")
+PARTS = ("sessions", "conversations", "artifacts", "memory", "a2a", "tenancy")
 #: Tables a ``row`` line may name (``rust/core/src/admin/backup.rs``, in restore order).
 ROW_TABLES = (
     "app_states",
     "user_states",
+    "conversations",
     "artifact_contents",
     "artifact_chunks",
     "artifact_files",

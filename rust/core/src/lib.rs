@@ -8,6 +8,8 @@
 //! * [`artifacts`] — versioned artifacts, content by SHA-256 ([`artifacts::Artifacts`])
 //! * [`memory`] — memory entries and their ranked search ([`memory::Memory`])
 //! * [`a2a`] — A2A tasks, push-notification configs, feedback ([`a2a::A2a`])
+//! * [`conversations`] — conversation lists, titles, archive, search, state queries
+//!   ([`conversations::Conversations`])
 //! * [`admin`] — migration status, doctor, stats, prune ([`admin::Admin`])
 //! * [`tenancy`] — row-level security by tenant ([`tenancy::Tenancy`])
 //!
@@ -32,6 +34,7 @@ pub mod artifacts;
 pub mod codec;
 pub mod config;
 pub mod connect;
+pub mod conversations;
 pub mod db;
 pub mod error;
 pub mod failover;

@@ -20,6 +20,7 @@ pub const TENANT_TABLES: &[&str] = &[
     "memory_entries",
     "memory_tombstones",
     "session_runs",
+    "conversations",
 ];
 
 /// One grant: `role` may see `app_name`, for every user (`user_id` None) or one.

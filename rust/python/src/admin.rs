@@ -162,7 +162,11 @@ fn stats_to_py<'py>(py: Python<'py>, s: &Stats) -> PyResult<Bound<'py, PyDict>> 
 }
 
 /// `(app_name, sessions, session_events, events, artifact_files, artifact_versions)`
-fn app_pruned_tuple(a: &AppPruned) -> (&str, i64, i64, i64, i64, i64) {
+/// `(app, sessions, session_events, events, artifact_files, artifact_versions,
+/// archived_sessions, archived_events)`
+type AppPrunedRow<'a> = (&'a str, i64, i64, i64, i64, i64, i64, i64);
+
+fn app_pruned_tuple(a: &AppPruned) -> AppPrunedRow<'_> {
     (
         a.app_name.as_str(),
         a.sessions,
@@ -170,6 +174,8 @@ fn app_pruned_tuple(a: &AppPruned) -> (&str, i64, i64, i64, i64, i64) {
         a.events,
         a.artifact_files,
         a.artifact_versions,
+        a.archived_sessions,
+        a.archived_events,
     )
 }
 
@@ -188,6 +194,7 @@ fn prune_to_py<'py>(py: Python<'py>, r: &PruneReport) -> PyResult<Bound<'py, PyD
     d.set_item("tasks_cutoff", r.tasks_cutoff)?;
     d.set_item("tasks", r.tasks)?;
     d.set_item("task_feedback", r.task_feedback)?;
+    d.set_item("archived_cutoff", r.archived_cutoff)?;
     d.set_item("batches", r.batches)?;
     Ok(d)
 }
@@ -274,7 +281,7 @@ impl PyAdmin {
     }
 
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (*, app_name=None, idle_for=None, keep_events=None, orphaned_artifacts=false, content_dir=None, file_grace=adk_postgres_core::artifacts::DEFAULT_FILE_GRACE_S, tasks_finished_before=None, dry_run=false, batch_size=adk_postgres_core::admin::DEFAULT_BATCH_SIZE))]
+    #[pyo3(signature = (*, app_name=None, idle_for=None, keep_events=None, orphaned_artifacts=false, content_dir=None, file_grace=adk_postgres_core::artifacts::DEFAULT_FILE_GRACE_S, tasks_finished_before=None, archived_for=None, dry_run=false, batch_size=adk_postgres_core::admin::DEFAULT_BATCH_SIZE))]
     fn prune<'py>(
         &self,
         py: Python<'py>,
@@ -285,6 +292,7 @@ impl PyAdmin {
         content_dir: Option<PathBuf>,
         file_grace: f64,
         tasks_finished_before: Option<f64>,
+        archived_for: Option<f64>,
         dry_run: bool,
         batch_size: i64,
     ) -> PyResult<Bound<'py, PyAny>> {
@@ -296,6 +304,7 @@ impl PyAdmin {
             content_dir,
             file_grace_s: file_grace,
             tasks_finished_for_s: tasks_finished_before,
+            archived_for_s: archived_for,
             dry_run,
             batch_size,
         };

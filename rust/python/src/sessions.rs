@@ -220,6 +220,31 @@ impl PySessions {
         )
     }
 
+    /// `list_sessions` one page at a time: `after` is `(last_update, user_id, session_id)` of
+    /// the previous page's last session.
+    #[pyo3(signature = (app_name, user_id, after, limit))]
+    fn list_sessions_page<'py>(
+        &self,
+        py: Python<'py>,
+        app_name: String,
+        user_id: Option<String>,
+        after: Option<(f64, String, String)>,
+        limit: i64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        call(
+            py,
+            &self.inner,
+            |s| async move {
+                let after = after.as_ref().map(|(t, u, i)| (*t, u.as_str(), i.as_str()));
+                let page = s
+                    .list_sessions_page(&app_name, user_id.as_deref(), after, limit)
+                    .await?;
+                Ok(list_row(page))
+            },
+            to_py,
+        )
+    }
+
     fn delete_session<'py>(&self, py: Python<'py>, key: Key) -> PyResult<Bound<'py, PyAny>> {
         call(
             py,

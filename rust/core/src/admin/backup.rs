@@ -70,6 +70,19 @@ pub const BACKUP_TABLES: &[BackupTable] = &[
         fetch_rows: 500,
         local_columns: &[],
     },
+    // Restored after the session lines (its own part, later in the file): a title or archive
+    // mark of a session the target does not have is skipped.
+    BackupTable {
+        name: "conversations",
+        group: "conversations",
+        order_by: "app_name, user_id, session_id",
+        app_filter: "t.app_name = {app}",
+        on_conflict: "ON CONFLICT (app_name, user_id, session_id) DO NOTHING",
+        restore_filter: "EXISTS (SELECT 1 FROM {s}.sessions k WHERE k.app_name = r.app_name \
+                         AND k.user_id = r.user_id AND k.id = r.session_id)",
+        fetch_rows: 500,
+        local_columns: &[],
+    },
     BackupTable {
         name: "artifact_contents",
         group: "artifacts",
@@ -183,7 +196,14 @@ pub const BACKUP_TABLES: &[BackupTable] = &[
 ];
 
 /// The `--only` groups, in file order; `sessions` also covers the session lines.
-pub const BACKUP_GROUPS: &[&str] = &["sessions", "artifacts", "memory", "a2a", "tenancy"];
+pub const BACKUP_GROUPS: &[&str] = &[
+    "sessions",
+    "conversations",
+    "artifacts",
+    "memory",
+    "a2a",
+    "tenancy",
+];
 
 fn table(name: &str) -> Result<&'static BackupTable> {
     BACKUP_TABLES

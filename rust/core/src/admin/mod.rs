@@ -59,6 +59,7 @@ pub const OUR_TABLES: &[&str] = &[
     "a2a_tasks",
     "a2a_push_configs",
     "a2a_task_feedback",
+    "conversations",
 ];
 
 /// The tables the services read and write at run time (a runtime role needs DML on these).
@@ -78,6 +79,7 @@ pub(super) const DATA_TABLES: &[&str] = &[
     "a2a_tasks",
     "a2a_push_configs",
     "a2a_task_feedback",
+    "conversations",
 ];
 
 /// Extensions the memory service uses when present.

@@ -30,6 +30,9 @@ pub struct PruneOptions {
     /// saved for this many seconds, with their feedback. Tasks are not stored per app, so
     /// this cannot be combined with `app_name`.
     pub tasks_finished_for_s: Option<f64>,
+    /// Delete conversations (sessions, with their events) archived longer ago than this many
+    /// seconds.
+    pub archived_for_s: Option<f64>,
     /// Count only; change nothing.
     pub dry_run: bool,
     /// Sessions (artifact files, contents) per transaction.
@@ -46,6 +49,7 @@ impl Default for PruneOptions {
             content_dir: None,
             file_grace_s: crate::artifacts::DEFAULT_FILE_GRACE_S,
             tasks_finished_for_s: None,
+            archived_for_s: None,
             dry_run: false,
             batch_size: DEFAULT_BATCH_SIZE,
         }
@@ -58,11 +62,19 @@ impl PruneOptions {
             && self.keep_events.is_none()
             && !self.orphaned_artifacts
             && self.tasks_finished_for_s.is_none()
+            && self.archived_for_s.is_none()
         {
             return Err(StoreError::config(
-                "nothing to prune: give idle_for, keep_events, orphaned_artifacts or \
-                 tasks_finished_before",
+                "nothing to prune: give idle_for, keep_events, orphaned_artifacts, \
+                 tasks_finished_before or archived_for",
             ));
+        }
+        if let Some(s) = self.archived_for_s {
+            if !s.is_finite() || s <= 0.0 {
+                return Err(StoreError::config(
+                    "archived_for must be a positive duration",
+                ));
+            }
         }
         if let Some(s) = self.tasks_finished_for_s {
             if !s.is_finite() || s <= 0.0 {
@@ -107,6 +119,9 @@ pub struct AppPruned {
     /// Artifacts (all versions) of sessions that no longer exist.
     pub artifact_files: i64,
     pub artifact_versions: i64,
+    /// Sessions archived longer ago than `archived_for`, and their events.
+    pub archived_sessions: i64,
+    pub archived_events: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -127,6 +142,8 @@ pub struct PruneReport {
     /// A2A tasks deleted, and the feedback that went with them.
     pub tasks: i64,
     pub task_feedback: i64,
+    /// Conversations archived before this time (epoch seconds, server clock) were pruned.
+    pub archived_cutoff: Option<f64>,
     /// Transactions committed.
     pub batches: i64,
 }
@@ -163,7 +180,10 @@ impl Admin {
             dry_run: options.dry_run,
             ..PruneReport::default()
         };
-        if options.idle_for_s.is_some() || options.tasks_finished_for_s.is_some() {
+        if options.idle_for_s.is_some()
+            || options.tasks_finished_for_s.is_some()
+            || options.archived_for_s.is_some()
+        {
             let row = one(
                 &conn,
                 "SELECT extract(epoch FROM clock_timestamp())::float8",
@@ -173,7 +193,9 @@ impl Admin {
             let now = row.get::<_, f64>(0);
             report.cutoff = options.idle_for_s.map(|s| now - s);
             report.tasks_cutoff = options.tasks_finished_for_s.map(|s| now - s);
+            report.archived_cutoff = options.archived_for_s.map(|s| now - s);
         }
+        let archived_cutoff = report.archived_cutoff;
         let tasks_cutoff = report.tasks_cutoff;
         let cutoff = report.cutoff;
         let batch = options.batch_size;
@@ -185,6 +207,13 @@ impl Admin {
                 .read_only(true)
                 .start()
                 .await?;
+            if archived_cutoff.is_some() {
+                for row in rows(&*tx, &sql.dry_archived, &[&app, &archived_cutoff]).await? {
+                    let a = report.app(row.get(0));
+                    a.archived_sessions = row.get(1);
+                    a.archived_events = row.get(2);
+                }
+            }
             if cutoff.is_some() {
                 for row in rows(&*tx, &sql.dry_idle, &[&app, &cutoff]).await? {
                     let a = report.app(row.get(0));
@@ -228,6 +257,25 @@ impl Admin {
             return Ok(report);
         }
 
+        if archived_cutoff.is_some() {
+            loop {
+                let found = rows(
+                    &**conn,
+                    &sql.prune_archived,
+                    &[&app, &archived_cutoff, &batch],
+                )
+                .await?;
+                if found.is_empty() {
+                    break;
+                }
+                report.batches += 1;
+                for row in found {
+                    let a = report.app(row.get(0));
+                    a.archived_sessions += row.get::<_, i64>(1);
+                    a.archived_events += row.get::<_, i64>(2);
+                }
+            }
+        }
         if cutoff.is_some() {
             loop {
                 let found = rows(&**conn, &sql.prune_idle, &[&app, &cutoff, &batch]).await?;

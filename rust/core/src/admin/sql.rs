@@ -52,6 +52,16 @@ pub struct AdminSql {
     pub dry_tasks: String,
     /// `$1` cutoff, `$2` batch size: one batch of those deleted; `(tasks, feedback)`.
     pub prune_tasks: String,
+    /// `$1` app, `$2` cutoff: per app, conversations archived before it and their events.
+    pub dry_archived: String,
+    /// `$1` app, `$2` cutoff, `$3` batch size: one batch of those sessions deleted; per app,
+    /// sessions and events.
+    pub prune_archived: String,
+}
+
+/// Conversation `alias` was archived before the epoch `cutoff`.
+fn archived_before(alias: &str, cutoff: &str) -> String {
+    format!("{alias}.archived_at < to_timestamp({cutoff}::float8)")
 }
 
 /// A2A task `t` is finished (it never changes again) and was last saved before `cutoff`.
@@ -346,6 +356,36 @@ impl AdminSql {
                  )
                  SELECT (SELECT count(*) FROM gone), (SELECT n FROM feedback)",
                 finished = finished_task("$1"),
+            ),
+            dry_archived: format!(
+                "SELECT c.app_name::text, count(*), COALESCE(sum({events}), 0)::int8
+                   FROM {s}.conversations c
+                  WHERE {app} AND {archived}
+                  GROUP BY 1 ORDER BY 1",
+                events = session_events("c").replace("= c.id)", "= c.session_id)"),
+                app = app_filter("c"),
+                archived = archived_before("c", "$2"),
+            ),
+            // Like prune_idle: rows an appender holds are skipped until the next batch.
+            prune_archived: format!(
+                "WITH victims AS (
+                    SELECT s.app_name, s.user_id, s.id FROM {s}.conversations c
+                      JOIN {s}.sessions s ON s.app_name = c.app_name AND s.user_id = c.user_id
+                                         AND s.id = c.session_id
+                     WHERE {app} AND {archived}
+                     ORDER BY c.archived_at
+                     LIMIT $3::int8
+                     FOR UPDATE OF s SKIP LOCKED
+                 ), gone AS (
+                    DELETE FROM {s}.sessions s USING victims v
+                     WHERE s.app_name = v.app_name AND s.user_id = v.user_id AND s.id = v.id
+                    RETURNING s.app_name, s.user_id, s.id
+                 )
+                 SELECT g.app_name::text, count(*), COALESCE(sum({events}), 0)::int8
+                   FROM gone g GROUP BY 1",
+                app = app_filter("c"),
+                archived = archived_before("c", "$2"),
+                events = session_events("g"),
             ),
         }
     }

@@ -168,6 +168,29 @@ impl Sessions {
         Ok(list)
     }
 
+    /// One page of `list_sessions`: up to `limit` sessions after `after` (last update, user
+    /// id, session id), oldest update first, from the primary.
+    pub async fn list_sessions_page(
+        &self,
+        app_name: &str,
+        user_id: Option<&str>,
+        after: Option<(f64, &str, &str)>,
+        limit: i64,
+    ) -> Result<SessionList> {
+        let sql = match user_id {
+            Some(_) => &self.sql.list_page_user,
+            None => &self.sql.list_page_app,
+        };
+        let (ts, user, id) = match after {
+            Some((ts, user, id)) => (Some(ts), Some(user), Some(id)),
+            None => (None, None, None),
+        };
+        let params: [&dyn Param; 6] = [&app_name, &user_id, &ts, &user, &id, &limit];
+        let list = list_from_rows(&self.db.fetch(sql, &params, Retry::Yes).await?);
+        self.note_listed(app_name, &list);
+        Ok(list)
+    }
+
     /// The stored revision of a session, for session objects that carry no marker.
     pub async fn session_revision(&self, key: SessionKey<'_>) -> Result<Option<RevisionInfo>> {
         let row = self

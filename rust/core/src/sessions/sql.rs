@@ -24,6 +24,8 @@ pub struct SessionSql {
     pub get_since: String,
     pub list_user: String,
     pub list_app: String,
+    pub list_page_user: String,
+    pub list_page_app: String,
     pub delete: String,
     pub append: String,
     pub append_probe: String,
@@ -69,6 +71,8 @@ impl SessionSql {
             get_since: read_sql(&s, &[since_sql(&s), events_where(&s, "e.seq IS NULL", "")]),
             list_user: list_sql(&s, " AND {t}.user_id = $2"),
             list_app: list_sql(&s, ""),
+            list_page_user: list_page_sql(&s, true),
+            list_page_app: list_page_sql(&s, false),
             // Events go with the session through the foreign key's ON DELETE CASCADE.
             delete: format!(
                 "DELETE FROM {s}.sessions WHERE app_name = $1 AND user_id = $2 AND id = $3
@@ -228,6 +232,43 @@ fn list_sql(s: &str, user_filter: &str) -> String {
     )
 }
 
+/// `list_sessions` one page at a time (newer ADK's `page_size`/`page_token`): the sessions of
+/// app `$1` (user `$2`, or every user when `by_user` is false and `$2` is NULL) after the
+/// cursor (`$3` last update, `$4` user, `$5` id; NULL: from the start), oldest update first,
+/// `$6` of them; with the app state and the states of the users on the page. Rows as in
+/// [`list_sql`].
+fn list_page_sql(s: &str, by_user: bool) -> String {
+    let last_update = "COALESCE(s.update_ts, extract(epoch FROM s.update_time)::float8)";
+    let user = if by_user {
+        "s.user_id = $2::text"
+    } else {
+        "$2::text IS NULL"
+    };
+    format!(
+        "WITH page AS (
+             SELECT s.user_id, s.id, s.state, s.revision, {last_update} AS ts, s.update_time,
+                    s.incarnation
+               FROM {s}.sessions s
+              WHERE s.app_name = $1 AND {user}
+                AND ($3::float8 IS NULL
+                     OR ({last_update}, s.user_id, s.id) > ($3::float8, $4::text, $5::text))
+              ORDER BY {last_update}, s.user_id, s.id
+              LIMIT $6::int8)
+         SELECT 0::int2 AS kind, NULL::varchar AS user_id, NULL::varchar AS id,
+                a.state AS data, NULL::int8 AS num, NULL::float8 AS ts,
+                NULL::timestamp AS ut, NULL::int8 AS inc
+           FROM {s}.app_states a WHERE a.app_name = $1
+         UNION ALL
+         SELECT 1::int2, u.user_id, NULL, u.state, NULL, NULL, NULL, NULL
+           FROM {s}.user_states u
+          WHERE u.app_name = $1 AND u.user_id IN (SELECT p.user_id FROM page p)
+         UNION ALL
+         SELECT 2::int2, p.user_id, p.id, p.state, p.revision, p.ts, p.update_time, p.incarnation
+           FROM page p
+         ORDER BY kind, ts, user_id, id"
+    )
+}
+
 /// Event order, newest first, as the `idx_events_session_order` index stores it: ADK's
 /// microsecond timestamp, then the exact float time (NULL for events ADK wrote), then id.
 pub(crate) const NEWEST_FIRST: &str =
@@ -355,6 +396,8 @@ mod tests {
             &sql.get_since,
             &sql.list_user,
             &sql.list_app,
+            &sql.list_page_user,
+            &sql.list_page_app,
             &sql.delete,
             &sql.append,
             &sql.append_probe,

@@ -31,6 +31,12 @@ fn check_schema_name(name: &str) -> PyResult<()> {
     adk_postgres_core::config::validate_schema_name(name).map_err(errors::to_pyerr)
 }
 
+/// The statement `Conversations.list` runs on `schema` (for EXPLAIN in tests).
+#[pyfunction]
+fn _conversation_list_sql(schema: &str, archived: bool) -> String {
+    adk_postgres_core::conversations::list_statement(schema, archived)
+}
+
 /// For the test suite: a call whose Rust future (`stage="run"`) or whose result conversion on
 /// the event loop (`stage="convert"`) panics, as a bug would; its awaitable must fail with
 /// `InternalError` rather than wait forever.
@@ -60,6 +66,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<admin::PyBackupReader>()?;
     m.add_class::<tenancy::PyTenancy>()?;
     m.add_function(wrap_pyfunction!(json_nesting_depth, m)?)?;
+    m.add_function(wrap_pyfunction!(_conversation_list_sql, m)?)?;
     m.add_function(wrap_pyfunction!(check_schema_name, m)?)?;
     m.add_function(wrap_pyfunction!(_panicking_call, m)?)?;
     m.add(

@@ -20,8 +20,15 @@ use crate::db::{Database, Retry};
 use crate::error::{ErrorKind, Result, StoreError};
 use sql::ConversationSql;
 
-/// The longest page a caller may ask for.
-pub const MAX_PAGE: i64 = 1000;
+/// The text of the listing statement for `schema` (parameters as `Conversations::list` binds
+/// them), for EXPLAIN in tests and by operators.
+pub fn list_statement(schema: &str, archived: bool) -> String {
+    sql::list(&crate::ident::quote_ident(schema), archived)
+}
+
+/// The most rows one call returns: a page of up to 1,000 plus the one more that tells the
+/// caller whether there is a next page.
+pub const MAX_PAGE: i64 = 1001;
 
 /// One conversation of a listing.
 #[derive(Debug, Clone, PartialEq)]

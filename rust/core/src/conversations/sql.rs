@@ -31,7 +31,7 @@ fn archived_is(s: &str, archived: bool) -> String {
 /// after t0 is placed by its activity as of t0 — its newest event at or before t0, found by
 /// one probe of the events index — so every page of one listing sees the same order, and
 /// paging neither skips nor repeats a conversation that existed at t0.
-fn list(s: &str, archived: bool) -> String {
+pub(super) fn list(s: &str, archived: bool) -> String {
     let archive_filter = archived_is(s, archived);
     format!(
         "WITH untouched AS (

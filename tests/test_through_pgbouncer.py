@@ -27,6 +27,7 @@ SESSION_SUITES = [
     "test_lost_replies.py",
     "test_run_leases.py",
     "test_a2a_task_store.py",
+    "test_conversations.py",
 ]
 # Artifacts and memory write in transactions (chunks, extension set-up): transaction mode only.
 TRANSACTION_ONLY_SUITES = [

@@ -132,6 +132,11 @@ def test_conversation_routes_over_real_turns(pg_url: str, schema_name: str) -> N
         token = client.get(CONVERSATIONS, params={"page_size": 1}).json()["next_page_token"]
         _bad(client.get(f"{V1}/apps/{APP}/users/bob/conversations", params={"page_token": token}))
         assert client.get(f"/apps/{APP}/users/{USER}/sessions").status_code == 200
+        # The example agent shows the same list ("chats").
+        reply = client.post("/run", json=run_body(APP, USER, door, "chats")).json()
+        text = reply[-1]["content"]["parts"][0]["text"]
+        assert text.startswith("Your chats: Door 🚪 (3 messages)"), text
+        assert "remember the plants need water on Fridays (2 messages)" in text
         # Nothing of the refused requests was written.
         listed = client.get(CONVERSATIONS).json()["conversations"]
         assert {c["title"] for c in listed} >= {"Door 🚪"}

@@ -2,8 +2,10 @@
 artifact and a memory search, all stored by adk-postgres.
 
 Say ``remember <a fact>`` to store a note (session state ``notes``, user state
-``user:notes_total``, the artifact ``notes.md`` and one ADK memory entry), and ``recall
-<words>`` to search the notes of every earlier session of the same user (ADK memory). Only the
+``user:notes_total``, the artifact ``notes.md`` and one ADK memory entry), ``recall
+<words>`` to search the notes of every earlier session of the same user (ADK memory), and
+``chats`` for the user's conversation list (adk-postgres's conversations: titles, message
+counts, newest first; the same list the ``/adk-postgres/v1/.../conversations`` route serves). Only the
 notes go to memory, not whole turns: otherwise a later "recall" would find the earlier
 "recall" questions and answers instead of the facts. Offline by default with a deterministic
 local model; with ``GOOGLE_API_KEY`` set it uses Gemini.
@@ -71,8 +73,32 @@ async def recall(query: str, tool_context: ToolContext) -> dict[str, Any]:
     return {"query": query, "matches": texts[:5]}
 
 
+async def list_chats(tool_context: ToolContext) -> dict[str, Any]:
+    """Lists the user's conversations, newest activity first.
+
+    Args:
+      (none)
+    """
+    from adk_postgres import PostgresSessionService
+    from adk_postgres.conversations import PostgresConversations
+
+    service = tool_context._invocation_context.session_service
+    if not isinstance(service, PostgresSessionService):
+        return {"chats": [], "error": "sessions are not stored by adk-postgres"}
+    conversations = PostgresConversations(database=service.database)
+    page = await conversations.list_conversations(
+        tool_context.session.app_name, tool_context.session.user_id, page_size=10
+    )
+    chats = [
+        {"title": c.title or "(empty)", "messages": c.message_count}
+        for c in page.conversations
+    ]
+    return {"chats": chats, "more": page.next_page_token is not None}
+
+
 class OfflineChatModel(BaseLlm):
-    """Deterministic stand-in for a model: ``remember …`` and ``recall …`` call the tools."""
+    """Deterministic stand-in for a model: ``remember …``, ``recall …`` and ``chats`` call
+    the tools."""
 
     model: str = "offline-chat"
 
@@ -90,11 +116,17 @@ class OfflineChatModel(BaseLlm):
             yield _call("remember", fact=rest)
         elif verb.lower() == "recall" and rest:
             yield _call("recall", query=rest)
+        elif verb.lower() == "chats" and not rest:
+            yield _call("list_chats")
         else:
-            yield _say("Say 'remember <something>' or 'recall <words>'.")
+            yield _say("Say 'remember <something>', 'recall <words>' or 'chats'.")
 
 
 def _summarise(tool: str, response: dict[str, Any]) -> str:
+    if tool == "list_chats":
+        chats = response.get("chats") or []
+        lines = [f"{c['title']} ({c['messages']} messages)" for c in chats]
+        return "Your chats: " + " | ".join(lines) if lines else "You have no chats yet."
     if tool == "remember":
         return (
             f"Noted ({len(response.get('notes', []))} in this chat, "
@@ -122,7 +154,8 @@ root_agent = LlmAgent(
     description="Takes notes and recalls earlier conversations; everything lives in PostgreSQL.",
     instruction=(
         "When the user says 'remember X', call remember(fact=X). When they ask what you know "
-        "or say 'recall X', call recall(query=X). Answer in one short sentence."
+        "or say 'recall X', call recall(query=X). When they say 'chats', call list_chats(). "
+        "Answer in one short sentence."
     ),
-    tools=[remember, recall],
+    tools=[remember, recall, list_chats],
 )

@@ -24,6 +24,7 @@ from adk_postgres import (
     PostgresMemoryService,
     PostgresSessionService,
 )
+from adk_postgres.conversations import PostgresConversations
 from adk_postgres.errors import ConfigurationError, DataError
 from adk_postgres.tenancy import grant_tenant, list_tenants
 from adk_postgres.transfer import export_backup, restore_backup
@@ -121,6 +122,9 @@ async def fill(db: Database, vector: bool, tenant_role: str) -> str:
         app_name="shop", user_id="ann",
         memories=[MemoryEntry(id="fact", content=types.Content(parts=[types.Part(text="4411")]))],
     )  # fmt: skip
+    conversations = PostgresConversations(database=db)
+    await conversations.set_title("shop", "ann", session.id, "Door codes 🚪")
+    await conversations.archive("quiet", "nobody", empty.id)
     await grant_tenant(db, tenant_role, "shop")
     return session.id
 
@@ -154,7 +158,8 @@ async def test_export_restore_export_is_byte_identical(
     session_id = await fill(source, vector, tenant_role)
     first = await export_bytes(source)
     expected = {"app_states", "user_states", "artifact_contents", "artifact_chunks",
-                "artifact_files", "artifact_versions", "memory_entries", "tenants"}  # fmt: skip
+                "artifact_files", "artifact_versions", "memory_entries", "tenants",
+                "conversations"}  # fmt: skip
     assert tables_in(first) == expected
     assert sum(line.startswith(b'{"type":"session"') for line in body(first)) == 2
 
@@ -190,6 +195,11 @@ async def test_export_restore_export_is_byte_identical(
         )
         assert same is True
     assert [(g.role, g.app_name) for g in await list_tenants(target)] == [(tenant_role, "shop")]
+    conversations = PostgresConversations(database=target)
+    listed = (await conversations.list_conversations("shop", "ann")).conversations
+    assert [(c.session_id, c.title) for c in listed] == [(session_id, "Door codes 🚪")]
+    assert not (await conversations.list_conversations("quiet", "nobody")).conversations
+    assert (await conversations.list_conversations("quiet", "nobody", archived=True)).conversations
 
 
 async def test_restore_twice_changes_nothing_and_the_target_wins(
@@ -250,7 +260,7 @@ async def test_only_and_app_select_what_is_exported(
         assert not any(line.startswith(b'{"type":"session"') for line in body(artifacts_only))
         quiet = await export_bytes(db, app_name="quiet")
         assert b'"shop"' not in quiet and b'"quiet"' in quiet
-        assert tables_in(quiet) == {"app_states", "user_states"}
+        assert tables_in(quiet) == {"app_states", "user_states", "conversations"}
         with pytest.raises(ConfigurationError, match="unknown backup part"):
             await export_bytes(db, only=["sessions", "passwords"])
     finally:

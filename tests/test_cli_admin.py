@@ -38,6 +38,7 @@ ALL_TABLES = {
     "adk_internal_metadata",
     "adk_postgres_migrations",
     "sessions",
+    "conversations",
     "events",
     "app_states",
     "user_states",
@@ -505,6 +506,8 @@ async def test_prune_dry_run_changes_nothing_and_the_real_run_deletes_exactly_th
             "events": 2,
             "artifact_files": 2,
             "artifact_versions": 3,
+            "archived_sessions": 0,
+            "archived_events": 0,
         },
         {
             "app_name": "b",
@@ -513,6 +516,8 @@ async def test_prune_dry_run_changes_nothing_and_the_real_run_deletes_exactly_th
             "events": 0,
             "artifact_files": 0,
             "artifact_versions": 0,
+            "archived_sessions": 0,
+            "archived_events": 0,
         },
     ]
     unique = len("only-in-gone") + len("only-in-old1")

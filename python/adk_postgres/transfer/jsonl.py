@@ -4,7 +4,8 @@ keeps in a schema.
 Line 1 is a header::
 
     {"format": "adk-postgres-export", "version": 2, "schema_version": 7, "exported_at": …,
-     "app_name": null, "only": ["sessions", "artifacts", "memory", "a2a", "tenancy"]}
+     "app_name": null,
+     "only": ["sessions", "conversations", "artifacts", "memory", "a2a", "tenancy"]}
 
 then, per part, in this order (referenced rows before the rows that reference them):
 
@@ -14,7 +15,8 @@ then, per part, in this order (referenced rows before the rows that reference th
        "state": {…session-scoped…}, "events": [{…ADK event JSON…}, …],
        "app_state": null, "user_state": null}
 
-* ``artifacts``: contents, their 1 MiB chunks, files, versions; ``memory``: entries (with
+* ``conversations``: titles and archive marks (restored only for sessions the target has);
+  ``artifacts``: contents, their 1 MiB chunks, files, versions; ``memory``: entries (with
   embeddings) and tombstones; ``a2a``: A2A tasks, push configs and feedback (of every app:
   they are not stored per app, so ``--app`` leaves them out); ``tenancy``: the tenant grants.
   Each as a table row::

@@ -51,7 +51,10 @@ CREATE POLICY tenant_rows ON {schema}.conversations
     WITH CHECK ({schema}.adk_postgres_tenant_sees(current_user, app_name, user_id));
 DO $$
 BEGIN
-    IF (SELECT relrowsecurity FROM pg_class WHERE oid = '{schema}.sessions'::regclass) THEN
+    -- The sessions table found through its row type: no string literal of the schema name.
+    IF (SELECT c.relrowsecurity FROM pg_catalog.pg_class c
+          JOIN pg_catalog.pg_type t ON t.typrelid = c.oid
+         WHERE t.oid = pg_typeof(NULL::{schema}.sessions)) THEN
         ALTER TABLE {schema}.conversations ENABLE ROW LEVEL SECURITY;
     END IF;
 END

@@ -245,7 +245,7 @@ async def test_archive_restore_and_a_recreated_session(
 async def test_prune_archived_for(
     sessions: PostgresSessionService,
     conversations: PostgresConversations,
-    database: Database,
+    pg_direct_url: str,
     pg_admin: asyncpg.Connection,
     schema_name: str,
 ) -> None:
@@ -257,7 +257,9 @@ async def test_prune_archived_for(
         f"""UPDATE "{schema_name}".conversations SET archived_at = now() - interval '40 days'
             WHERE session_id = 'old'"""
     )
-    admin = Admin(database)
+    # Prune runs in transactions: directly, as operators run it (not through a statement pooler).
+    direct = Database(pg_direct_url, schema=schema_name)
+    admin = Admin(direct)
     dry = await admin.prune(archived_for="30d", dry_run=True)
     assert (dry.totals.archived_sessions, dry.totals.archived_events) == (1, 2)
     assert await sessions.get_session(app_name=APP, user_id="u", session_id="old") is not None
@@ -268,6 +270,7 @@ async def test_prune_archived_for(
     assert await all_pages(conversations, "u", archived=True) == ["recent"]
     again = await admin.prune(archived_for="30d")
     assert again.totals.archived_sessions == 0
+    await direct.close()
 
 
 async def test_search_finds_a_word_said_1000_sessions_ago_and_not_another_users(

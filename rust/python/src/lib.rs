@@ -37,6 +37,13 @@ fn _conversation_list_sql(schema: &str, archived: bool) -> String {
     adk_postgres_core::conversations::list_statement(schema, archived)
 }
 
+/// The append statement on `schema`, as `Sessions.append_event` sends it (for the pgbench
+/// ceiling in `benches/append_ceiling.py`).
+#[pyfunction]
+fn _append_sql(schema: &str) -> String {
+    adk_postgres_core::sessions::sql::SessionSql::new(schema).append
+}
+
 /// For the test suite: a call whose Rust future (`stage="run"`) or whose result conversion on
 /// the event loop (`stage="convert"`) panics, as a bug would; its awaitable must fail with
 /// `InternalError` rather than wait forever.
@@ -67,6 +74,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<tenancy::PyTenancy>()?;
     m.add_function(wrap_pyfunction!(json_nesting_depth, m)?)?;
     m.add_function(wrap_pyfunction!(_conversation_list_sql, m)?)?;
+    m.add_function(wrap_pyfunction!(_append_sql, m)?)?;
     m.add_function(wrap_pyfunction!(check_schema_name, m)?)?;
     m.add_function(wrap_pyfunction!(_panicking_call, m)?)?;
     m.add(

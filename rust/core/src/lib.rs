@@ -8,6 +8,7 @@
 //! * [`artifacts`] — versioned artifacts, content by SHA-256 ([`artifacts::Artifacts`])
 //! * [`memory`] — memory entries and their ranked search ([`memory::Memory`])
 //! * [`a2a`] — A2A tasks, push-notification configs, feedback ([`a2a::A2a`])
+//! * [`agents`] — the agent registry: versioned ADK agent configs ([`agents::Agents`])
 //! * [`admin`] — migration status, doctor, stats, prune ([`admin::Admin`])
 //! * [`tenancy`] — row-level security by tenant ([`tenancy::Tenancy`])
 //!
@@ -28,6 +29,7 @@
 
 pub mod a2a;
 pub mod admin;
+pub mod agents;
 pub mod artifacts;
 pub mod codec;
 pub mod config;

@@ -41,6 +41,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(7, "tenancy_hardening"),
     migration!(8, "session_run_leases"),
     migration!(9, "a2a"),
+    migration!(11, "agent_registry"),
 ];
 
 /// The newest schema version this build knows.

@@ -2,11 +2,12 @@
 //!
 //! Only argument conversion, error mapping and the asyncio bridge live here; see `rust/core`
 //! for the operations. One class per core handle: `Database` (the pool), and built from it
-//! `Sessions`, `Artifacts`, `Memory`, `A2a`, `Admin`, `Tenancy`; `call.rs` is what their methods
+//! `Sessions`, `Artifacts`, `Memory`, `A2a`, `Agents`, `Admin`, `Tenancy`; `call.rs` is what their methods
 //! share, `runtime.rs` the bridge to asyncio.
 
 mod a2a;
 mod admin;
+mod agents;
 mod artifacts;
 mod call;
 mod database;
@@ -54,6 +55,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<artifacts::PyArtifacts>()?;
     m.add_class::<memory::PyMemory>()?;
     m.add_class::<a2a::PyA2a>()?;
+    m.add_class::<agents::PyAgents>()?;
     m.add_class::<admin::PyAdmin>()?;
     m.add_class::<admin::PyBackupReader>()?;
     m.add_class::<tenancy::PyTenancy>()?;

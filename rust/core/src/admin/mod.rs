@@ -59,6 +59,8 @@ pub const OUR_TABLES: &[&str] = &[
     "a2a_tasks",
     "a2a_push_configs",
     "a2a_task_feedback",
+    "agents",
+    "agent_versions",
 ];
 
 /// The tables the services read and write at run time (a runtime role needs DML on these).
@@ -78,6 +80,8 @@ pub(super) const DATA_TABLES: &[&str] = &[
     "a2a_tasks",
     "a2a_push_configs",
     "a2a_task_feedback",
+    "agents",
+    "agent_versions",
 ];
 
 /// Extensions the memory service uses when present.

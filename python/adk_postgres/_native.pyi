@@ -343,15 +343,14 @@ class Agents:
     """The agent registry (versioned ADK agent configs) on a Database's pool."""
 
     def __init__(self, database: Database) -> None: ...
-    # The new version (1 for a new agent); concurrent puts get distinct versions.
-    def put(self, name: str, yaml: str) -> Awaitable[int]: ...
+    # The new version (1 for a new agent); concurrent puts get distinct versions. None when
+    # `mode` refused: "create" and the agent exists, "update" and it does not ("any": either).
+    def put(self, name: str, yaml: str, mode: str = "any") -> Awaitable[int | None]: ...
     # [(name, current_version, archived_at, usage_count, last_used_at, created_at,
     # updated_at)] by name; times are epoch seconds.
     def list(
         self, include_archived: bool
-    ) -> Awaitable[
-        list[tuple[str, int, float | None, int, float | None, float, float]]
-    ]: ...
+    ) -> Awaitable[list[tuple[str, int, float | None, int, float | None, float, float]]]: ...
     # (agent row as in `list`, version, yaml, version created_at) or None; version None: the
     # current one.
     def show(

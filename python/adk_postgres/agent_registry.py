@@ -44,7 +44,7 @@ from ._keys import check_text
 from ._native import Agents
 from ._service_base import DatabaseBacked
 from .database import Database
-from .errors import AgentNotFoundError, DataError
+from .errors import AgentExistsError, AgentNotFoundError, DataError
 from .telemetry import traced
 
 logger = logging.getLogger(__name__)
@@ -244,11 +244,32 @@ class AgentRegistry(DatabaseBacked):
         return that version. `DataError` (nothing stored) for a bad name, text that is not
         UTF-8, holds NUL or is over 1 MiB, or a config ADK cannot load. An archived agent
         stays archived."""
+        version = await self._put(name, yaml_text, "any")
+        assert version is not None
+        return version
+
+    @traced("agents")
+    async def create(self, name: str, yaml_text: str | bytes) -> int:
+        """`put` for a new agent only (version 1); `AgentExistsError` if the name is taken."""
+        version = await self._put(name, yaml_text, "create")
+        if version is None:
+            raise AgentExistsError(f"agent {name!r} already exists; store a new version instead")
+        return version
+
+    @traced("agents")
+    async def update(self, name: str, yaml_text: str | bytes) -> int:
+        """`put` for an existing agent only; `AgentNotFoundError` if there is none."""
+        version = await self._put(name, yaml_text, "update")
+        if version is None:
+            raise AgentNotFoundError(f"no agent {name!r} in the registry")
+        return version
+
+    async def _put(self, name: str, yaml_text: str | bytes, mode: str) -> int | None:
         check_agent_name(name)
         config = _yaml_text(yaml_text)
         # ADK's loader may import modules the config names: not on the event loop.
         await asyncio.to_thread(build_agent, name, config)
-        return await (await self._agents()).put(name, config)
+        return await (await self._agents()).put(name, config, mode)
 
     @traced("agents")
     async def list(self, include_archived: bool = False) -> list[AgentInfo]:

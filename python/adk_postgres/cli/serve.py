@@ -31,6 +31,7 @@ import click
 from .. import adk_services, embedded
 from ..artifact_service import PostgresArtifactService
 from ..memory_service import PostgresMemoryService
+from ..registry_routes import add_registry_routes, registry_loader
 from ..run_middleware import RunLeaseMiddleware
 from ..runs import DEFAULT_EXPIRY, DEFAULT_WAIT_TIMEOUT, STRATEGIES
 from ..session_service import PostgresSessionService
@@ -143,6 +144,7 @@ def install_app_hooks(options: RunLeaseOptions, settings: Settings) -> None:
             return service
 
         a2a_store = _a2a_task_store(kwargs, settings)
+        agents = registry_loader(kwargs, settings.database, CLI_SCHEME)
         fast_api.create_session_service_from_options = caught
         try:
             with _a2a_on_database(settings, options, enabled=a2a_store is not None):
@@ -155,6 +157,7 @@ def install_app_hooks(options: RunLeaseOptions, settings: Settings) -> None:
             # First, before any catch-all route of the web UI.
             for route in reversed(feedback_routes(a2a_store)):
                 app.router.routes.insert(0, route)
+        add_registry_routes(app, agents)
         service = created[-1] if created else None
         if options.strategy != "off" and isinstance(service, PostgresSessionService):
             leases = service.run_leases(

@@ -3,12 +3,14 @@
 
 use std::sync::Arc;
 
-use adk_postgres_core::agents::{AgentInfo, Agents};
+use adk_postgres_core::agents::{AgentInfo, Agents, PutMode};
 use adk_postgres_core::db::Database;
+use adk_postgres_core::{ErrorKind, StoreError};
 use pyo3::prelude::*;
 
 use crate::call::{call, to_py, Service};
 use crate::database::PyDatabase;
+use crate::errors::to_pyerr;
 
 #[pyclass(module = "adk_postgres._native", name = "Agents", frozen)]
 pub struct PyAgents {
@@ -45,12 +47,31 @@ impl PyAgents {
         }
     }
 
-    /// The new version.
-    fn put<'py>(&self, py: Python<'py>, name: String, yaml: String) -> PyResult<Bound<'py, PyAny>> {
+    /// The new version, or None when `mode` refused: `"create"` (only a new agent) and the
+    /// agent exists, `"update"` (only an existing agent) and it does not. `"any"`: either.
+    #[pyo3(signature = (name, yaml, mode="any"))]
+    fn put<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        yaml: String,
+        mode: &str,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let mode = match mode {
+            "any" => PutMode::Any,
+            "create" => PutMode::Create,
+            "update" => PutMode::Update,
+            other => {
+                return Err(to_pyerr(StoreError::new(
+                    ErrorKind::Data,
+                    format!("put mode must be any, create or update, not {other:?}"),
+                )))
+            }
+        };
         call(
             py,
             &self.inner,
-            |a| async move { a.put(&name, &yaml).await },
+            |a| async move { a.put(&name, &yaml, mode).await },
             to_py,
         )
     }

@@ -57,6 +57,17 @@ pub struct Current {
     pub yaml: Option<String>,
 }
 
+/// Which agents a put may write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutMode {
+    /// A new agent, or the next version of an existing one.
+    Any,
+    /// Only a new agent.
+    Create,
+    /// Only the next version of an existing agent.
+    Update,
+}
+
 /// The agent-registry operations on one database handle.
 pub struct Agents {
     db: Arc<Database>,
@@ -123,23 +134,24 @@ impl Agents {
         &self.db
     }
 
-    /// Stores `yaml` as the next version of `name` (1 for a new agent) and returns it.
+    /// Stores `yaml` as the next version of `name` (1 for a new agent) and returns it, or
+    /// `None` when `mode` refused (`Create`: the agent exists; `Update`: it does not).
     /// Concurrent puts of one name, from any process, get distinct versions. An archived
     /// agent stays archived.
-    pub async fn put(&self, name: &str, yaml: &str) -> Result<i32> {
+    pub async fn put(&self, name: &str, yaml: &str, mode: PutMode) -> Result<Option<i32>> {
         check_name(name)?;
         check_yaml(yaml)?;
+        let sql = match mode {
+            PutMode::Any => &self.sql.put,
+            PutMode::Create => &self.sql.create,
+            PutMode::Update => &self.sql.update,
+        };
         let row = self
             .db
-            .fetch_opt(
-                &self.sql.put,
-                &[&name, &yaml],
-                // A repeat after a lost commit would store a second version: not retried.
-                Retry::No,
-            )
+            // A repeat after a lost commit would store a second version: not retried.
+            .fetch_opt(sql, &[&name, &yaml], Retry::No)
             .await?;
-        row.map(|r| r.get(0))
-            .ok_or_else(|| StoreError::new(ErrorKind::Internal, "the put returned no version"))
+        Ok(row.map(|r| r.get(0)))
     }
 
     /// Every agent by name; archived ones too when `include_archived`.

@@ -9,11 +9,38 @@ const AGENT_COLUMNS: &str = "a.name::text, a.current_version, \
      extract(epoch FROM a.last_used_at)::float8, extract(epoch FROM a.created_at)::float8, \
      extract(epoch FROM a.updated_at)::float8";
 
+/// The agent row of a put: a new agent at version 1, or the next version of an existing one
+/// (the row's lock, taken by ON CONFLICT DO UPDATE or UPDATE, orders concurrent puts).
+const UPSERT: &str = "INSERT INTO {s}.agents AS a (name, current_version) VALUES ($1::text, 1) \
+     ON CONFLICT (name) DO UPDATE \
+     SET current_version = a.current_version + 1, updated_at = clock_timestamp() \
+     RETURNING a.name, a.current_version";
+/// Only a new agent (no row back when the name exists).
+const CREATE: &str = "INSERT INTO {s}.agents AS a (name, current_version) VALUES ($1::text, 1) \
+     ON CONFLICT (name) DO NOTHING RETURNING a.name, a.current_version";
+/// Only an existing agent (no row back when there is none).
+const UPDATE: &str = "UPDATE {s}.agents AS a \
+     SET current_version = a.current_version + 1, updated_at = clock_timestamp() \
+     WHERE a.name = $1::text RETURNING a.name, a.current_version";
+
+/// A put: the agent row (`agent_row`), then the version row in the same statement. Returns
+/// the new version; no row when `agent_row` wrote none.
+fn put(s: &str, agent_row: &str) -> String {
+    let agent_row = agent_row.replace("{s}", s);
+    format!(
+        "WITH a AS ({agent_row}) \
+         INSERT INTO {s}.agent_versions (name, version, yaml) \
+         SELECT a.name, a.current_version, $2::text FROM a RETURNING version"
+    )
+}
+
 pub(super) struct AgentSql {
-    /// New agent at version 1, or the next version of an existing one: the agent row's lock
-    /// (ON CONFLICT DO UPDATE) orders concurrent puts, and the version row is written in the
-    /// same statement. Returns the new version.
+    /// New agent or next version: returns the version.
     pub put: String,
+    /// New agent only: no row if it exists.
+    pub create: String,
+    /// Next version of an existing agent only: no row if there is none.
+    pub update: String,
     pub list: String,
     /// One version (`$2`, NULL: the current one) with the agent's columns.
     pub show: String,
@@ -32,15 +59,9 @@ impl AgentSql {
     pub fn new(schema: &str) -> Self {
         let s = quote_ident(schema);
         AgentSql {
-            put: format!(
-                "WITH a AS ( \
-                     INSERT INTO {s}.agents AS a (name, current_version) VALUES ($1::text, 1) \
-                     ON CONFLICT (name) DO UPDATE \
-                     SET current_version = a.current_version + 1, updated_at = clock_timestamp() \
-                     RETURNING a.name, a.current_version) \
-                 INSERT INTO {s}.agent_versions (name, version, yaml) \
-                 SELECT a.name, a.current_version, $2::text FROM a RETURNING version"
-            ),
+            put: put(&s, UPSERT),
+            create: put(&s, CREATE),
+            update: put(&s, UPDATE),
             list: format!(
                 "SELECT {AGENT_COLUMNS} FROM {s}.agents a \
                  WHERE $1::bool OR a.archived_at IS NULL ORDER BY a.name"

@@ -348,6 +348,63 @@ async def test_loader_without_refresh_asks_the_database(registry: AgentRegistry)
     assert [(d["name"], d["language"]) for d in detailed] == [("greeter", "yaml")]
 
 
+async def test_loader_reports_a_version_it_cannot_build_as_adk_does(
+    registry: AgentRegistry, pg_admin: asyncpg.Connection, schema_name: str
+) -> None:
+    """A stored version this process cannot build (here written behind the registry's back)
+    fails like a broken directory agent: ADK's load error, which its server answers with 500."""
+    from google.adk.cli.utils.base_agent_loader import _AgentLoadError
+
+    loader = RegistryAgentLoader(registry)
+    await registry.put("greeter", config())
+    await pg_admin.execute(
+        f'UPDATE "{schema_name}".agents SET current_version = 2 WHERE name = $1;'
+        f'INSERT INTO "{schema_name}".agent_versions (name, version, yaml) '
+        "VALUES ('greeter', 2, 'name: greeter\nno_such_field: 1\n')".replace("$1", "'greeter'")
+    )
+    assert await loader.refresh("greeter") == 2
+    with pytest.raises(_AgentLoadError, match="no_such_field"):
+        loader.load_agent("greeter")
+
+
+async def test_loader_keeps_serving_when_the_database_is_gone(
+    pg_url: str, schema_name: str
+) -> None:
+    registry = AgentRegistry(pg_url, schema=schema_name)
+    loader = RegistryAgentLoader(registry)
+    await registry.put("greeter", config(instruction="Answer one."))
+    assert await loader.refresh_or_keep("greeter") == 1
+    await registry.close()  # every call now fails with ClosedError
+    assert await loader.refresh_or_keep("greeter") == 1
+    assert loader.load_agent("greeter").instruction == "Answer one."
+    assert loader.list_agents() == ["greeter"]  # what it serves, with a warning
+
+
+async def test_backup_carries_the_registry(
+    registry: AgentRegistry, pg_url: str, pg_admin: asyncpg.Connection
+) -> None:
+    import io
+
+    from adk_postgres.transfer import export_backup, restore_backup
+
+    await registry.put("greeter", config(instruction="Answer one."))
+    await registry.put("greeter", config(instruction="Answer two."))
+    await registry.archive("greeter")
+    out = io.BytesIO()
+    await export_backup(registry.database, out, only=["agents"])
+    other = f"t_{uuid.uuid4().hex[:12]}"
+    try:
+        async with Database(pg_url, schema=other) as target:
+            await restore_backup(target, out.getvalue().splitlines())
+            restored = AgentRegistry(database=target)
+            (agent,) = await restored.list(include_archived=True)
+            assert (agent.name, agent.version, agent.archived) == ("greeter", 2, True)
+            assert "Answer one." in (await restored.show("greeter", 1)).yaml
+            assert await restored.put("greeter", config(instruction="Three.")) == 3
+    finally:
+        await pg_admin.execute(f'DROP SCHEMA IF EXISTS "{other}" CASCADE')
+
+
 # --- the routes, in process (the database down) ------------------------------------------------
 
 

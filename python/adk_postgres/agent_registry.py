@@ -38,13 +38,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from google.adk.cli.utils.base_agent_loader import BaseAgentLoader
+from google.adk.cli.utils.base_agent_loader import BaseAgentLoader, _AgentLoadError
 
 from ._keys import check_text
 from ._native import Agents
 from ._service_base import DatabaseBacked
 from .database import Database
-from .errors import AgentExistsError, AgentNotFoundError, DataError
+from .errors import AdkPostgresError, AgentExistsError, AgentNotFoundError, DataError
 from .telemetry import traced
 
 logger = logging.getLogger(__name__)
@@ -329,6 +329,13 @@ class AgentRegistry(DatabaseBacked):
             await (await self._agents()).record_usage(names, [int(uses[n]) for n in names])
 
 
+@dataclass(frozen=True)
+class _Broken:
+    """A stored version this process cannot build, and why."""
+
+    reason: str
+
+
 def _is_agent_name(name: str) -> bool:
     try:
         check_agent_name(name)
@@ -396,7 +403,13 @@ class RegistryAgentLoader(BaseAgentLoader):
         if (name, version) not in self._built:
             if config is None:  # known version, but its agent left the cache
                 config = (await self.registry.show(name, version)).yaml
-            agent = await asyncio.to_thread(build_agent, name, config)
+            try:
+                agent: Any = await asyncio.to_thread(build_agent, name, config)
+            except DataError as exc:
+                # Stored, but this server cannot build it (a module it names is missing
+                # here, or the web UI's stricter YAML rules): load_agent fails as ADK's own
+                # loader fails for a broken agent (HTTP 500, the reason in the log).
+                agent = _Broken(str(exc))
             self._built[(name, version)] = agent
             while len(self._built) > BUILT_CACHE_SIZE:
                 self._built.popitem(last=False)
@@ -405,6 +418,16 @@ class RegistryAgentLoader(BaseAgentLoader):
         if count_use:
             self._count_use(name)
         return version
+
+    async def refresh_or_keep(self, name: str, *, count_use: bool = False) -> int | None:
+        """`refresh`, but when the database cannot answer: the version served so far (a
+        warning in the log), so runs of agents this process already serves go on."""
+        try:
+            return await self.refresh(name, count_use=count_use)
+        except AdkPostgresError as exc:
+            logger.warning("adk-postgres: agent registry not reachable for %r: %s", name, exc)
+            self._checked[name] = time.monotonic()
+            return self._served.get(name)
 
     def _blocking(self, make: Callable[[], Awaitable[T]]) -> T:
         """Run ``make()`` to completion on the helper thread's own event loop."""
@@ -418,14 +441,16 @@ class RegistryAgentLoader(BaseAgentLoader):
         if _is_agent_name(agent_name):
             checked = self._checked.get(agent_name)
             if checked is None or time.monotonic() - checked > 1.0:
-                self._blocking(lambda: self.refresh(agent_name))
+                self._blocking(lambda: self.refresh_or_keep(agent_name))
             version = self._served.get(agent_name)
             if version is not None:
                 agent = self._built.get((agent_name, version))
                 if agent is None:
-                    self._blocking(lambda: self.refresh(agent_name))
+                    self._blocking(lambda: self.refresh_or_keep(agent_name))
                     version = self._served.get(agent_name)
                     agent = self._built.get((agent_name, version)) if version else None
+                if isinstance(agent, _Broken):
+                    raise _AgentLoadError(agent.reason)
                 if agent is not None:
                     return agent
         if self.fallback is not None:
@@ -433,7 +458,11 @@ class RegistryAgentLoader(BaseAgentLoader):
         raise ValueError(f"Agent not found: {agent_name!r}")
 
     def _registry_names(self) -> list[str]:
-        return [a.name for a in self._blocking(self.registry.list)]
+        try:
+            return [a.name for a in self._blocking(self.registry.list)]
+        except AdkPostgresError as exc:
+            logger.warning("adk-postgres: agent registry not reachable: %s", exc)
+            return [name for name, _ in sorted(self._served.items())]
 
     def list_agents(self) -> list[str]:
         names = set(self._registry_names())
@@ -503,7 +532,7 @@ def install_runner_refresh() -> None:
     async def get_runner_async(self: Any, app_name: str) -> Any:
         loader = self.agent_loader
         if isinstance(loader, RegistryAgentLoader):
-            version = await loader.refresh(app_name, count_use=True)
+            version = await loader.refresh_or_keep(app_name, count_use=True)
             built: dict[str, int | None] = self.__dict__.setdefault(
                 "_adk_postgres_runner_versions", {}
             )

@@ -57,6 +57,8 @@ MAX_NAME_LENGTH = 128
 MAX_YAML_BYTES = 1024 * 1024
 #: Built agents a loader keeps (per name and version).
 BUILT_CACHE_SIZE = 64
+#: Names a loader remembers having checked (then it forgets them all and asks again).
+MAX_CHECKED_NAMES = 10_000
 #: Seconds between usage-count writes of one loader.
 USAGE_FLUSH_INTERVAL = 1.0
 _MAX_VERSION = 2**31 - 1
@@ -395,6 +397,8 @@ class RegistryAgentLoader(BaseAgentLoader):
             return None
         known = self._served.get(name)
         current = await self.registry.current(name, known)
+        if len(self._checked) >= MAX_CHECKED_NAMES:  # requests for any name at all
+            self._checked.clear()
         self._checked[name] = time.monotonic()
         if current is None or current[1]:
             self._served.pop(name, None)

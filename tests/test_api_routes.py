@@ -184,4 +184,5 @@ def test_paging_over_http_while_another_process_appends(pg_url: str, schema_name
 def test_no_api_routes_leaves_them_out(pg_url: str, schema_name: str) -> None:
     with AdkServer(pg_url, schema_name, EXAMPLES, "--no-api-routes") as server:
         assert server.client.get(f"{V1}/health/live").status_code == 404
+        assert server.client.get(f"{V1}/agents").status_code == 404
         assert server.client.get(f"/apps/{APP}/users/{USER}/sessions").status_code == 200

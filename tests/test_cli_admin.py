@@ -54,6 +54,8 @@ ALL_TABLES = {
     "a2a_tasks",
     "a2a_push_configs",
     "a2a_task_feedback",
+    "agents",
+    "agent_versions",
 }
 
 

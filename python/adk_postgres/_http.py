@@ -1,9 +1,10 @@
-"""What our HTTP routes share: JSON error responses (400 with a message, 404, 503 with
+"""What our HTTP routes share: JSON error responses (400 with a message, 404, 409, 503 with
 Retry-After, never a traceback), query and body parsing that raises ``DataError``."""
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from functools import wraps
 from typing import Any
@@ -13,11 +14,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .errors import (
+    AdkPostgresError,
+    AgentExistsError,
+    AgentNotFoundError,
     DatabaseConnectionError,
     DataError,
     PoolTimeoutError,
     StatementTimeoutError,
 )
+
+logger = logging.getLogger("adk_postgres.http")
 
 #: The largest request body our routes read.
 MAX_BODY_BYTES = 1024 * 1024
@@ -31,8 +37,9 @@ def error(status: int, message: str) -> JSONResponse:
 
 
 def json_errors(handler: Handler) -> Handler:
-    """``handler`` with our exceptions turned into JSON answers: ``DataError`` 400, an unknown
-    session 404, an unreachable or overloaded database 503."""
+    """``handler`` with exceptions turned into JSON answers: ``DataError`` 400, an unknown
+    session or agent 404, an agent name taken 409, an unreachable or overloaded database 503,
+    anything else 500 with one log line."""
 
     @wraps(handler)
     async def handle(request: Request) -> Response:
@@ -40,10 +47,17 @@ def json_errors(handler: Handler) -> Handler:
             return await handler(request)
         except DataError as exc:
             return error(400, str(exc))
-        except SessionNotFoundError as exc:
+        except (SessionNotFoundError, AgentNotFoundError) as exc:
             return error(404, str(exc))
+        except AgentExistsError as exc:
+            return error(409, str(exc))
         except (DatabaseConnectionError, PoolTimeoutError, StatementTimeoutError) as exc:
             return error(503, f"the database is unavailable: {exc}")
+        except AdkPostgresError as exc:
+            return error(500, f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # a bug: still an answer, and one log line
+            logger.error("adk-postgres: %s %s failed: %r", request.method, request.url.path, exc)
+            return error(500, f"internal error: {type(exc).__name__}")
 
     return handle
 
@@ -72,10 +86,10 @@ def bool_param(request: Request, name: str) -> bool:
     raise DataError(f"{name} must be true or false, not {raw!r}")
 
 
-async def json_body(request: Request) -> dict[str, Any]:
+async def json_body(request: Request, max_bytes: int = MAX_BODY_BYTES) -> dict[str, Any]:
     raw = await request.body()
-    if len(raw) > MAX_BODY_BYTES:
-        raise DataError("the body is larger than 1 MiB")
+    if len(raw) > max_bytes:
+        raise DataError(f"the body is larger than {max_bytes // (1024 * 1024)} MiB")
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:

@@ -399,6 +399,39 @@ class Admin:
         batch_size: int = 1000,
     ) -> Awaitable[dict[str, object]]: ...
 
+class Agents:
+    """The agent registry (versioned ADK agent configs) on a Database's pool."""
+
+    def __init__(self, database: Database) -> None: ...
+    # The new version (1 for a new agent); concurrent puts get distinct versions. None when
+    # `mode` refused: "create" and the agent exists, "update" and it does not ("any": either).
+    def put(self, name: str, yaml: str, mode: str = "any") -> Awaitable[int | None]: ...
+    # [(name, current_version, archived_at, usage_count, last_used_at, created_at,
+    # updated_at)] by name; times are epoch seconds.
+    def list(
+        self, include_archived: bool
+    ) -> Awaitable[list[tuple[str, int, float | None, int, float | None, float, float]]]: ...
+    # (agent row as in `list`, version, yaml, version created_at) or None; version None: the
+    # current one.
+    def show(
+        self, name: str, version: int | None = None
+    ) -> Awaitable[
+        tuple[tuple[str, int, float | None, int, float | None, float, float], int, str, float]
+        | None
+    ]: ...
+    # [(version, created_at, size_in_bytes)], newest first; [] for an unknown agent.
+    def history(self, name: str) -> Awaitable[list[tuple[int, float, int]]]: ...
+    # False: no such agent.
+    def archive(self, name: str) -> Awaitable[bool]: ...
+    def restore(self, name: str) -> Awaitable[bool]: ...
+    # (current version, archived, yaml) or None; yaml None when the current version is
+    # `known` or the agent is archived.
+    def current(
+        self, name: str, known: int | None = None
+    ) -> Awaitable[tuple[int, bool, str | None] | None]: ...
+    # Adds uses[i] to names[i]'s usage count; returns how many agents were updated.
+    def record_usage(self, names: list[str], uses: list[int]) -> Awaitable[int]: ...
+
 class Tenancy:
     """Row-level security switches and tenant grants on a Database's pool."""
 

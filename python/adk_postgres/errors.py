@@ -87,6 +87,14 @@ class RunWaitTimeoutError(SessionBusyError, builtins.TimeoutError):
     """A run waited for its session (strategy ``enqueue``) longer than its wait timeout."""
 
 
+class AgentNotFoundError(AdkPostgresError, LookupError):
+    """The agent registry has no agent under this name (or not this version of it)."""
+
+
+class AgentExistsError(IntegrityError):
+    """The agent registry already has an agent under this name (a create, not a put)."""
+
+
 class RunLeaseLostError(AdkPostgresError):
     """This run no longer holds its session's run lease — a newer run interrupted it, or its
     process stopped for longer than the lease expiry and another run took the session over.
@@ -95,6 +103,8 @@ class RunLeaseLostError(AdkPostgresError):
 
 __all__ = [
     "AdkPostgresError",
+    "AgentExistsError",
+    "AgentNotFoundError",
     "ClosedError",
     "ConfigurationError",
     "DataError",

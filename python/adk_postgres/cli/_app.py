@@ -103,7 +103,7 @@ def run(argv: list[str] | None = None) -> None:
     """Console-script entry point: click's parsing, plus a one-line reason and exit status 1 for
     our own errors (never a traceback for bad input or an unreachable server)."""
     # Each command module registers its commands on `main` when imported.
-    from . import admin, conversations, serve, tenancy, transfer  # noqa: F401
+    from . import admin, agents, conversations, serve, tenancy, transfer  # noqa: F401
 
     try:
         # Without standalone mode click returns the code of `ctx.exit(n)` instead of exiting.

@@ -31,6 +31,7 @@ import click
 from .. import adk_services, embedded
 from ..artifact_service import PostgresArtifactService
 from ..memory_service import PostgresMemoryService
+from ..registry_routes import add_registry_routes, registry_loader
 from ..run_middleware import RunLeaseMiddleware
 from ..runs import DEFAULT_EXPIRY, DEFAULT_WAIT_TIMEOUT, STRATEGIES
 from ..session_service import PostgresSessionService
@@ -146,6 +147,7 @@ def install_app_hooks(options: ServerOptions, settings: Settings) -> None:
             return service
 
         a2a_store = _a2a_task_store(kwargs, settings)
+        agents = registry_loader(kwargs, settings.database, CLI_SCHEME)
         fast_api.create_session_service_from_options = caught
         try:
             with _a2a_on_database(settings, options, enabled=a2a_store is not None):
@@ -158,6 +160,8 @@ def install_app_hooks(options: ServerOptions, settings: Settings) -> None:
             # First, before any catch-all route of the web UI.
             for route in reversed(feedback_routes(a2a_store)):
                 app.router.routes.insert(0, route)
+        if options.api_routes:
+            add_registry_routes(app, agents)
         service = created[-1] if created else None
         if options.api_routes and isinstance(service, PostgresSessionService):
             from ..api_routes import api_routes
@@ -244,7 +248,8 @@ adk-postgres options (before or after ADK's):
                            A waiting run gives up with 503 after this long (default 300; 0:
                            no limit).
   --no-api-routes          Leave out adk-postgres's own routes under /adk-postgres/v1
-                           (conversations, search, state queries, health, stats).
+                           (conversations, search, state queries, agents, health,
+                           stats).
   --workers N              Serve with N processes on the same host and port (default 1: this
                            process). The database is resolved and migrated once, the embedded
                            PostgreSQL started once; a worker that crashes is restarted;

@@ -5,7 +5,7 @@ Line 1 is a header::
 
     {"format": "adk-postgres-export", "version": 2, "schema_version": 7, "exported_at": …,
      "app_name": null,
-     "only": ["sessions", "conversations", "artifacts", "memory", "a2a", "tenancy"]}
+     "only": ["sessions", "conversations", "artifacts", "memory", "a2a", "agents", "tenancy"]}
 
 then, per part, in this order (referenced rows before the rows that reference them):
 
@@ -18,7 +18,8 @@ then, per part, in this order (referenced rows before the rows that reference th
 * ``conversations``: titles and archive marks (restored only for sessions the target has);
   ``artifacts``: contents, their 1 MiB chunks, files, versions; ``memory``: entries (with
   embeddings) and tombstones; ``a2a``: A2A tasks, push configs and feedback (of every app:
-  they are not stored per app, so ``--app`` leaves them out); ``tenancy``: the tenant grants.
+  they are not stored per app, so ``--app`` leaves them out); ``agents``: the agent registry
+  (agents and their versions; also not per app); ``tenancy``: the tenant grants.
   Each as a table row::
 
       {"type": "row", "table": "artifact_versions", "row": {…the row as PostgreSQL's to_jsonb…}}
@@ -62,7 +63,7 @@ EXPORT_VERSION = 2
 #: Versions `restore` reads.
 READABLE_VERSIONS = (1, 2)
 #: The parts of a backup (``--only``), in file order.
-PARTS = ("sessions", "conversations", "artifacts", "memory", "a2a", "tenancy")
+PARTS = ("sessions", "conversations", "artifacts", "memory", "a2a", "agents", "tenancy")
 #: Tables a ``row`` line may name (``rust/core/src/admin/backup.rs``, in restore order).
 ROW_TABLES = (
     "app_states",
@@ -77,6 +78,8 @@ ROW_TABLES = (
     "a2a_tasks",
     "a2a_push_configs",
     "a2a_task_feedback",
+    "agents",
+    "agent_versions",
     "tenants",
 )
 #: Bytes per chunk row of a content read from a file (as the artifact service stores them).

@@ -10,6 +10,7 @@
 //! * [`a2a`] — A2A tasks, push-notification configs, feedback ([`a2a::A2a`])
 //! * [`conversations`] — conversation lists, titles, archive, search, state queries
 //!   ([`conversations::Conversations`])
+//! * [`agents`] — the agent registry: versioned ADK agent configs ([`agents::Agents`])
 //! * [`admin`] — migration status, doctor, stats, prune ([`admin::Admin`])
 //! * [`tenancy`] — row-level security by tenant ([`tenancy::Tenancy`])
 //!
@@ -30,6 +31,7 @@
 
 pub mod a2a;
 pub mod admin;
+pub mod agents;
 pub mod artifacts;
 pub mod codec;
 pub mod config;

@@ -42,6 +42,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(8, "session_run_leases"),
     migration!(9, "a2a"),
     migration!(10, "conversations"),
+    migration!(11, "agent_registry"),
 ];
 
 /// The newest schema version this build knows.

@@ -2,11 +2,12 @@
 //!
 //! Only argument conversion, error mapping and the asyncio bridge live here; see `rust/core`
 //! for the operations. One class per core handle: `Database` (the pool), and built from it
-//! `Sessions`, `Artifacts`, `Memory`, `A2a`, `Conversations`, `Admin`, `Tenancy`; `call.rs` is what their methods
+//! `Sessions`, `Artifacts`, `Memory`, `A2a`, `Conversations`, `Agents`, `Admin`, `Tenancy`; `call.rs` is what their methods
 //! share, `runtime.rs` the bridge to asyncio.
 
 mod a2a;
 mod admin;
+mod agents;
 mod artifacts;
 mod call;
 mod conversations;
@@ -69,6 +70,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<memory::PyMemory>()?;
     m.add_class::<a2a::PyA2a>()?;
     m.add_class::<conversations::PyConversations>()?;
+    m.add_class::<agents::PyAgents>()?;
     m.add_class::<admin::PyAdmin>()?;
     m.add_class::<admin::PyBackupReader>()?;
     m.add_class::<tenancy::PyTenancy>()?;

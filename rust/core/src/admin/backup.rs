@@ -183,6 +183,31 @@ pub const BACKUP_TABLES: &[BackupTable] = &[
         fetch_rows: 500,
         local_columns: &[],
     },
+    // The agent registry is not per app either: a backup of one app leaves it out.
+    BackupTable {
+        name: "agents",
+        group: "agents",
+        order_by: "name",
+        app_filter: "FALSE",
+        // An agent the target has keeps its own row (and versions: see below).
+        on_conflict: "ON CONFLICT (name) DO NOTHING",
+        restore_filter: "TRUE",
+        fetch_rows: 500,
+        local_columns: &[],
+    },
+    BackupTable {
+        name: "agent_versions",
+        group: "agents",
+        order_by: "name, version",
+        app_filter: "FALSE",
+        on_conflict: "ON CONFLICT (name, version) DO NOTHING",
+        // Never a version beyond the target agent's own counter (an agent the target already
+        // had keeps its own history; a put there would otherwise collide).
+        restore_filter: "EXISTS (SELECT 1 FROM {s}.agents k \
+                         WHERE k.name = r.name AND k.current_version >= r.version)",
+        fetch_rows: 100,
+        local_columns: &[],
+    },
     BackupTable {
         name: "tenants",
         group: "tenancy",
@@ -202,6 +227,7 @@ pub const BACKUP_GROUPS: &[&str] = &[
     "artifacts",
     "memory",
     "a2a",
+    "agents",
     "tenancy",
 ];
 

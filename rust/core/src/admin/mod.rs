@@ -60,6 +60,8 @@ pub const OUR_TABLES: &[&str] = &[
     "a2a_push_configs",
     "a2a_task_feedback",
     "conversations",
+    "agents",
+    "agent_versions",
 ];
 
 /// The tables the services read and write at run time (a runtime role needs DML on these).
@@ -80,6 +82,8 @@ pub(super) const DATA_TABLES: &[&str] = &[
     "a2a_push_configs",
     "a2a_task_feedback",
     "conversations",
+    "agents",
+    "agent_versions",
 ];
 
 /// Extensions the memory service uses when present.

@@ -221,7 +221,10 @@ async def main() -> None:
     print("|---|---:|---:|")
     for name, rates in medians.items():
         print(f"| {name} | {rates['c=1']:,.0f} | {rates['c=32']:,.0f} |")
-    print("\n| adk-postgres as a fraction of | c=1 | c=32 | client CPU µs/append c=1 | c=32 |")
+    print(
+        "\n| append_event as a fraction of pgbench's | c=1 | c=32 "
+        "| client CPU µs/append c=1 | c=32 |"
+    )
     print("|---|---:|---:|---:|---:|")
     fractions: dict[str, dict[str, float]] = {}
     for label in ("with app: delta", "no app: delta"):
@@ -233,7 +236,7 @@ async def main() -> None:
             theirs = medians[ceiling]
             fractions[f"{label} / {ceiling}"] = {k: mine[k] / theirs[k] for k in mine}
             print(
-                f"| {ceiling} ({label}) | {mine['c=1'] / theirs['c=1']:.0%} | "
+                f"| {ceiling.removeprefix('pgbench: ')} | {mine['c=1'] / theirs['c=1']:.0%} | "
                 f"{mine['c=32'] / theirs['c=32']:.0%} | "
                 f"{statistics.median(cpu[f'{label}, c=1']):,.0f} | "
                 f"{statistics.median(cpu[f'{label}, c=32']):,.0f} |"

@@ -153,6 +153,20 @@ def _refreshed(cached: CachedHistory, row: SessionRow) -> CachedHistory | None:
     return refreshed
 
 
+def _listed_sessions(
+    app_name: str, app_json: bytes | None, user_rows: list, session_rows: list
+) -> list[Session]:
+    """The sessions of a native list (without events), app and user state merged in."""
+    app_state = decode_state(app_json)
+    user_states = {uid: decode_state(data) for uid, data in user_rows}
+    sessions = []
+    for uid, sid, state_json, revision, last_update_time, incarnation in session_rows:
+        state = merge_state(decode_state(state_json), app_state, user_states.get(uid, {}))
+        marker = _marker(revision, incarnation)
+        sessions.append(_stored_session((app_name, uid, sid), state, [], last_update_time, marker))
+    return sessions
+
+
 class PagedListSessionsResponse(ListSessionsResponse):
     """A page of ``list_sessions`` (``page_size``/``page_token`` given): ADK's response plus
     the token of the next page, as newer ADK versions define it."""
@@ -354,15 +368,7 @@ class PostgresSessionService(DatabaseBacked, BaseSessionService):
             return await self._list_sessions_page(app_name, user_id, page_size, page_token)
         native = await self._database.sessions()
         app_json, user_rows, session_rows = await native.list_sessions(app_name, user_id)
-        app_state = decode_state(app_json)
-        user_states = {uid: decode_state(data) for uid, data in user_rows}
-        sessions = []
-        for uid, sid, state_json, revision, last_update_time, incarnation in session_rows:
-            state = merge_state(decode_state(state_json), app_state, user_states.get(uid, {}))
-            marker = _marker(revision, incarnation)
-            sessions.append(
-                _stored_session((app_name, uid, sid), state, [], last_update_time, marker)
-            )
+        sessions = _listed_sessions(app_name, app_json, user_rows, session_rows)
         return ListSessionsResponse(sessions=sessions)
 
     async def _list_sessions_page(
@@ -389,15 +395,7 @@ class PostgresSessionService(DatabaseBacked, BaseSessionService):
         )
         more = len(session_rows) > limit
         session_rows = session_rows[:limit]
-        app_state = decode_state(app_json)
-        user_states = {uid: decode_state(data) for uid, data in user_rows}
-        sessions = []
-        for uid, sid, state_json, revision, last_update_time, incarnation in session_rows:
-            state = merge_state(decode_state(state_json), app_state, user_states.get(uid, {}))
-            marker = _marker(revision, incarnation)
-            sessions.append(
-                _stored_session((app_name, uid, sid), state, [], last_update_time, marker)
-            )
+        sessions = _listed_sessions(app_name, app_json, user_rows, session_rows)
         token = None
         if more and session_rows:
             uid, sid, _state, _revision, last_update_time, _inc = session_rows[-1]

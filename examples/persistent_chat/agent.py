@@ -5,10 +5,10 @@ Say ``remember <a fact>`` to store a note (session state ``notes``, user state
 ``user:notes_total``, the artifact ``notes.md`` and one ADK memory entry), ``recall
 <words>`` to search the notes of every earlier session of the same user (ADK memory), and
 ``chats`` for the user's conversation list (adk-postgres's conversations: titles, message
-counts, newest first; the same list the ``/adk-postgres/v1/.../conversations`` route serves). Only the
-notes go to memory, not whole turns: otherwise a later "recall" would find the earlier
-"recall" questions and answers instead of the facts. Offline by default with a deterministic
-local model; with ``GOOGLE_API_KEY`` set it uses Gemini.
+counts, newest first; the same list the ``/adk-postgres/v1/.../conversations`` route
+serves). Only the notes go to memory, not whole turns: otherwise a later "recall" would find
+the earlier "recall" questions and answers instead of the facts. Offline by default with a
+deterministic local model; with ``GOOGLE_API_KEY`` set it uses Gemini.
 """
 
 from __future__ import annotations
@@ -90,8 +90,7 @@ async def list_chats(tool_context: ToolContext) -> dict[str, Any]:
         tool_context.session.app_name, tool_context.session.user_id, page_size=10
     )
     chats = [
-        {"title": c.title or "(empty)", "messages": c.message_count}
-        for c in page.conversations
+        {"title": c.title or "(empty)", "messages": c.message_count} for c in page.conversations
     ]
     return {"chats": chats, "more": page.next_page_token is not None}
 

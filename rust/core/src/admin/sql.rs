@@ -59,6 +59,21 @@ pub struct AdminSql {
     pub prune_archived: String,
 }
 
+/// One batch of a prune: the sessions `victims` selects (app_name, user_id, id, with its own
+/// LIMIT and row locks) deleted, their events going with them (ON DELETE CASCADE); per app,
+/// the sessions deleted and the events they had (`events`, a count for session `g`).
+fn delete_sessions(s: &str, victims: &str, events: &str) -> String {
+    format!(
+        "WITH victims AS ({victims}), gone AS (
+            DELETE FROM {s}.sessions s USING victims v
+             WHERE s.app_name = v.app_name AND s.user_id = v.user_id AND s.id = v.id
+            RETURNING s.app_name, s.user_id, s.id
+         )
+         SELECT g.app_name::text, count(*), COALESCE(sum({events}), 0)::int8
+           FROM gone g GROUP BY 1"
+    )
+}
+
 /// Conversation `alias` was archived before the epoch `cutoff`.
 fn archived_before(alias: &str, cutoff: &str) -> String {
     format!("{alias}.archived_at < to_timestamp({cutoff}::float8)")
@@ -224,23 +239,18 @@ impl AdminSql {
             // cutoff (rows an appender holds are skipped; a row updated meanwhile is
             // re-checked), their events going with them (ON DELETE CASCADE).
             // Per app: sessions deleted, events they had.
-            prune_idle: format!(
-                "WITH victims AS (
-                    SELECT s.app_name, s.user_id, s.id FROM {s}.sessions s
-                     WHERE {app} AND {idle}
-                     ORDER BY s.app_name, s.user_id, s.id
-                     LIMIT $3::int8
-                     FOR UPDATE SKIP LOCKED
-                 ), gone AS (
-                    DELETE FROM {s}.sessions s USING victims v
-                     WHERE s.app_name = v.app_name AND s.user_id = v.user_id AND s.id = v.id
-                    RETURNING s.app_name, s.user_id, s.id
-                 )
-                 SELECT g.app_name::text, count(*), COALESCE(sum({events}), 0)::int8
-                   FROM gone g GROUP BY 1",
-                app = app_filter("s"),
-                idle = idle("s", "$2"),
-                events = session_events("g"),
+            prune_idle: delete_sessions(
+                &s,
+                &format!(
+                    "SELECT s.app_name, s.user_id, s.id FROM {s}.sessions s
+                      WHERE {app} AND {idle}
+                      ORDER BY s.app_name, s.user_id, s.id
+                      LIMIT $3::int8
+                      FOR UPDATE SKIP LOCKED",
+                    app = app_filter("s"),
+                    idle = idle("s", "$2"),
+                ),
+                &session_events("g"),
             ),
             // $1 app, $2 events to keep, $3 batch size, $4..$6 the last session of the
             // previous batch (NULL: start). One batch of sessions in key order: delete their
@@ -367,25 +377,20 @@ impl AdminSql {
                 archived = archived_before("c", "$2"),
             ),
             // Like prune_idle: rows an appender holds are skipped until the next batch.
-            prune_archived: format!(
-                "WITH victims AS (
-                    SELECT s.app_name, s.user_id, s.id FROM {s}.conversations c
-                      JOIN {s}.sessions s ON s.app_name = c.app_name AND s.user_id = c.user_id
-                                         AND s.id = c.session_id
-                     WHERE {app} AND {archived}
-                     ORDER BY c.archived_at
-                     LIMIT $3::int8
-                     FOR UPDATE OF s SKIP LOCKED
-                 ), gone AS (
-                    DELETE FROM {s}.sessions s USING victims v
-                     WHERE s.app_name = v.app_name AND s.user_id = v.user_id AND s.id = v.id
-                    RETURNING s.app_name, s.user_id, s.id
-                 )
-                 SELECT g.app_name::text, count(*), COALESCE(sum({events}), 0)::int8
-                   FROM gone g GROUP BY 1",
-                app = app_filter("c"),
-                archived = archived_before("c", "$2"),
-                events = session_events("g"),
+            prune_archived: delete_sessions(
+                &s,
+                &format!(
+                    "SELECT s.app_name, s.user_id, s.id FROM {s}.conversations c
+                       JOIN {s}.sessions s ON s.app_name = c.app_name AND s.user_id = c.user_id
+                                          AND s.id = c.session_id
+                      WHERE {app} AND {archived}
+                      ORDER BY c.archived_at
+                      LIMIT $3::int8
+                      FOR UPDATE OF s SKIP LOCKED",
+                    app = app_filter("c"),
+                    archived = archived_before("c", "$2"),
+                ),
+                &session_events("g"),
             ),
         }
     }
@@ -412,6 +417,10 @@ mod tests {
             &sql.contents_left,
             &sql.orphan_contents,
             &sql.delete_contents,
+            &sql.dry_tasks,
+            &sql.prune_tasks,
+            &sql.dry_archived,
+            &sql.prune_archived,
         ]
     }
 

@@ -16,9 +16,9 @@ from starlette.responses import JSONResponse, Response
 from .errors import (
     AdkPostgresError,
     AgentExistsError,
-    AgentNotFoundError,
     DatabaseConnectionError,
     DataError,
+    NotFoundError,
     PoolTimeoutError,
     StatementTimeoutError,
 )
@@ -38,7 +38,7 @@ def error(status: int, message: str) -> JSONResponse:
 
 def json_errors(handler: Handler) -> Handler:
     """``handler`` with exceptions turned into JSON answers: ``DataError`` 400, an unknown
-    session or agent 404, an agent name taken 409, an unreachable or overloaded database 503,
+    session, task or agent 404, an agent name taken 409, an unreachable or overloaded database 503,
     anything else 500 with one log line."""
 
     @wraps(handler)
@@ -47,7 +47,7 @@ def json_errors(handler: Handler) -> Handler:
             return await handler(request)
         except DataError as exc:
             return error(400, str(exc))
-        except (SessionNotFoundError, AgentNotFoundError) as exc:
+        except (SessionNotFoundError, NotFoundError) as exc:
             return error(404, str(exc))
         except AgentExistsError as exc:
             return error(409, str(exc))

@@ -73,7 +73,7 @@ from ._keys import check_text
 from ._native import A2a
 from ._service_base import DatabaseBacked
 from .database import Database
-from .errors import AdkPostgresError, DataError, SerializationFailure
+from .errors import DataError, NotFoundError, SerializationFailure
 from .telemetry import traced
 
 Task = a2a_pb2.Task
@@ -94,7 +94,7 @@ FINISHED_STATES = frozenset(
 )
 
 
-class TaskNotFoundError(AdkPostgresError, LookupError):
+class TaskNotFoundError(NotFoundError):
     """No task with this id for this owner."""
 
 

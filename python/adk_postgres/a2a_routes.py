@@ -18,14 +18,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ._http import check_fields, error, int_param, json_body
-from .a2a import PostgresTaskStore, TaskNotFoundError
-from .errors import (
-    DatabaseConnectionError,
-    DataError,
-    PoolTimeoutError,
-    StatementTimeoutError,
-)
+from ._http import check_fields, int_param, json_body, json_errors
+from .a2a import PostgresTaskStore
+from .errors import DataError
 
 FEEDBACK_PATH = "/a2a/{app_name}/tasks/{task_id}/feedback"
 
@@ -35,33 +30,25 @@ _context_builder = DefaultServerCallContextBuilder()
 def feedback_routes(store: PostgresTaskStore) -> list[Route]:
     """The two feedback routes on ``store``."""
 
+    @json_errors
     async def handle(request: Request) -> JSONResponse:
         task_id = request.path_params["task_id"]
         context = _context_builder.build(request)
-        try:
-            if request.method == "GET":
-                after = request.query_params.get("after")
-                limit = int_param(request, "limit", 100, 1, 1000)
-                listed = await store.list_feedback(
-                    task_id, after=after, limit=limit, context=context
-                )
-                return JSONResponse({"feedback": [f.to_json() for f in listed]})
-            body = await json_body(request)
-            check_fields(body, {"rating", "text", "metadata"})
-            if "rating" not in body:
-                raise DataError("rating is required (an int from 1 to 5)")
-            text = body.get("text")
-            if text is not None and not isinstance(text, str):
-                raise DataError("text must be a string")
-            added = await store.add_feedback(
-                task_id, body["rating"], text, body.get("metadata"), context=context
-            )
-            return JSONResponse(added.to_json(), status_code=201)
-        except TaskNotFoundError as exc:
-            return error(404, str(exc))
-        except DataError as exc:
-            return error(400, str(exc))
-        except (DatabaseConnectionError, PoolTimeoutError, StatementTimeoutError) as exc:
-            return error(503, f"the database is unavailable: {exc}")
+        if request.method == "GET":
+            after = request.query_params.get("after")
+            limit = int_param(request, "limit", 100, 1, 1000)
+            listed = await store.list_feedback(task_id, after=after, limit=limit, context=context)
+            return JSONResponse({"feedback": [f.to_json() for f in listed]})
+        body = await json_body(request)
+        check_fields(body, {"rating", "text", "metadata"})
+        if "rating" not in body:
+            raise DataError("rating is required (an int from 1 to 5)")
+        text = body.get("text")
+        if text is not None and not isinstance(text, str):
+            raise DataError("text must be a string")
+        added = await store.add_feedback(
+            task_id, body["rating"], text, body.get("metadata"), context=context
+        )
+        return JSONResponse(added.to_json(), status_code=201)
 
     return [Route(FEEDBACK_PATH, handle, methods=["GET", "POST"])]

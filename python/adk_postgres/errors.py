@@ -87,7 +87,12 @@ class RunWaitTimeoutError(SessionBusyError, builtins.TimeoutError):
     """A run waited for its session (strategy ``enqueue``) longer than its wait timeout."""
 
 
-class AgentNotFoundError(AdkPostgresError, LookupError):
+class NotFoundError(AdkPostgresError, LookupError):
+    """What was asked for does not exist (HTTP routes answer 404). ADK's own
+    ``SessionNotFoundError`` is raised for sessions, as ADK defines it."""
+
+
+class AgentNotFoundError(NotFoundError):
     """The agent registry has no agent under this name (or not this version of it)."""
 
 
@@ -113,6 +118,7 @@ __all__ = [
     "InsufficientPrivilegeError",
     "IntegrityError",
     "InternalError",
+    "NotFoundError",
     "RunLeaseLostError",
     "RunWaitTimeoutError",
     "SessionBusyError",

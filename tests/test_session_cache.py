@@ -75,6 +75,36 @@ async def test_warm_read_decodes_only_new_events(
     assert refreshed.state["k"] == "v"
 
 
+async def test_cache_stats_count_warm_and_cold_reads(
+    make_service: Callable[..., PostgresSessionService],
+) -> None:
+    ours, other = make_service(), make_service()
+    assert make_service(cache_bytes=0).cache_stats() is None
+    s = await ours.create_session(app_name=APP, user_id=USER, session_id="stats")
+    for i in range(5):
+        await ours.append_event(s, event(f"e{i}"))
+    start = ours.cache_stats()
+    assert start is not None and (start.warm_reads, start.cold_reads) == (0, 0)
+    assert start.hit_rate == 0.0
+    await read(ours, "stats")  # cold: never read here
+    await read(ours, "stats")  # warm, nothing new
+    theirs = await read(other, "stats")
+    extra = event("x" * 500)
+    await other.append_event(theirs, extra)
+    await read(ours, "stats")  # warm, one new event fetched
+    stats = ours.cache_stats()
+    assert stats is not None
+    assert (stats.warm_reads, stats.cold_reads, stats.delta_events) == (2, 1, 1)
+    assert 500 < stats.delta_bytes < 2000 and stats.hit_rate == 2 / 3
+    assert stats.entries == 1 and stats.bytes_held > 500
+    # Re-created under the same id: the cached history cannot be extended, a cold read.
+    await other.delete_session(app_name=APP, user_id=USER, session_id="stats")
+    await other.create_session(app_name=APP, user_id=USER, session_id="stats")
+    await read(ours, "stats")
+    after = ours.cache_stats()
+    assert after is not None and (after.warm_reads, after.cold_reads) == (2, 2)
+
+
 async def test_own_appends_are_served_in_stored_form(
     make_service: Callable[..., PostgresSessionService],
 ) -> None:

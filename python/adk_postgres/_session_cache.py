@@ -71,6 +71,28 @@ class CachedHistory:
         )
 
 
+@dataclass
+class CacheStats:
+    """What the cache saved since the service started (``PostgresSessionService.cache_stats``).
+
+    A *warm* read was answered from a cached history plus the events stored after it (one
+    round trip, only those decoded); a *cold* read fetched and decoded the whole history (or
+    the suffix asked for). ``delta_events``/``delta_bytes`` are what warm reads fetched."""
+
+    warm_reads: int = 0
+    cold_reads: int = 0
+    delta_events: int = 0
+    delta_bytes: int = 0
+    entries: int = 0
+    bytes_held: int = 0
+
+    @property
+    def hit_rate(self) -> float:
+        """Warm reads / all reads (0.0 before the first read)."""
+        reads = self.warm_reads + self.cold_reads
+        return self.warm_reads / reads if reads else 0.0
+
+
 class SessionCache:
     """LRU map of session key → cached history, bounded by ``max_bytes``."""
 
@@ -78,6 +100,19 @@ class SessionCache:
         self.max_bytes = max_bytes
         self._entries: OrderedDict[SessionKey, CachedHistory] = OrderedDict()
         self._bytes = 0
+        self._stats = CacheStats()
+
+    def stats(self) -> CacheStats:
+        """A copy of the counters, with the current size."""
+        return replace(self._stats, entries=len(self._entries), bytes_held=self._bytes)
+
+    def count_warm(self, delta_events: int, delta_bytes: int) -> None:
+        self._stats.warm_reads += 1
+        self._stats.delta_events += delta_events
+        self._stats.delta_bytes += delta_bytes
+
+    def count_cold(self) -> None:
+        self._stats.cold_reads += 1
 
     @property
     def size_bytes(self) -> int:

@@ -27,7 +27,7 @@ from typing_extensions import override
 from ._json import decode_events, decode_state, encode_event, encode_state
 from ._keys import check_keys
 from ._service_base import DatabaseBacked
-from ._session_cache import CachedHistory, SessionCache
+from ._session_cache import CachedHistory, CacheStats, SessionCache
 from ._state import merge_state, split_state
 from .database import Database
 from .errors import ConfigurationError, IntegrityError, RunLeaseLostError
@@ -204,6 +204,11 @@ class PostgresSessionService(DatabaseBacked, BaseSessionService):
         self._run_waiters: dict[tuple[str, str, str], set[asyncio.Event]] = {}
         self._attach_database(uri, database, options)
 
+    def cache_stats(self) -> CacheStats | None:
+        """Warm and cold reads of this service so far, and what the cache holds (``None``
+        with the cache off)."""
+        return None if self._cache is None else self._cache.stats()
+
     def run_leases(
         self,
         *,
@@ -300,6 +305,7 @@ class PostgresSessionService(DatabaseBacked, BaseSessionService):
                 cache.replace(key, cached, refreshed)
                 events = list(refreshed.events)
                 if _covers(events, refreshed.complete, config):
+                    cache.count_warm(len(events) - len(cached.events), sum(map(len, row[5])))
                     return self._session_from_row(key, row, _select_events(events, config))
         full_read = config is None or (
             config.num_recent_events is None and config.after_timestamp is None
@@ -314,6 +320,7 @@ class PostgresSessionService(DatabaseBacked, BaseSessionService):
             return None
         events = decode_events(row[5])
         if cache is not None:
+            cache.count_cold()
             wanted = config.num_recent_events if config is not None else None
             cache.put(
                 key,

@@ -3,6 +3,8 @@ never served stale (another process's appends, deletes and re-creates, ADK's own
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -14,6 +16,7 @@ from google.adk.sessions.base_session_service import GetSessionConfig
 from google.genai import types
 
 from adk_postgres import PostgresSessionService, _session_cache, session_service
+from adk_postgres._native import untrack_tree
 
 APP, USER = "cache-app", "u1"
 
@@ -274,3 +277,42 @@ async def test_short_history_read_with_a_limit_is_complete(
     decoded.clear()
     assert await read(ours, "short") == await read(cold, "short")
     assert decoded == [3]  # only the cold reader decoded; ours answered from the cache
+
+
+async def test_cached_events_are_not_tracked_by_the_cyclic_gc(
+    make_service: Callable[..., PostgresSessionService],
+) -> None:
+    """Full collections must not walk the cache (their pause grew with it: see gc.rs)."""
+    s = await make_service().create_session(app_name=APP, user_id=USER, session_id="gc")
+    for i in range(3):
+        await make_service(cache_bytes=0).append_event(s, event(f"e{i}", delta={"k": [i]}))
+    cached = await read(make_service(), "gc")
+    uncached = await read(make_service(cache_bytes=0), "gc")
+    assert cached == uncached
+    for e in cached.events:
+        parts = e.content.parts if e.content and e.content.parts else []
+        inner = [e, e.__dict__, e.actions, e.actions.state_delta, e.content, parts, *parts]
+        assert not any(gc.is_tracked(x) for x in inner)
+    # Without the cache nothing is changed; the caller's own containers stay tracked.
+    assert all(gc.is_tracked(e) and gc.is_tracked(e.actions) for e in uncached.events)
+    assert gc.is_tracked(cached) and gc.is_tracked(cached.events)
+
+
+def test_untrack_tree_stops_at_cycles_and_foreign_objects() -> None:
+    class Foreign:
+        pass
+
+    foreign = Foreign()
+    cyclic: list[Any] = [1, "a"]
+    cyclic.append(cyclic)
+    holder = event("x")
+    holder.custom_metadata = {"cycle": cyclic, "foreign": foreign, "nested": {"l": [[1]]}}
+    untracked = untrack_tree([holder])
+    assert untracked >= 6  # event, __dict__, metadata dict, the list, the nested dict and list
+    assert not gc.is_tracked(cyclic) and not gc.is_tracked(holder.custom_metadata)
+    assert gc.is_tracked(foreign)  # not ours to untrack: other classes are not looked into
+    assert untrack_tree([holder]) == 0  # already done
+    # Untracked objects are still freed by reference counting.
+    ref = weakref.ref(foreign)
+    del holder, foreign
+    assert ref() is None

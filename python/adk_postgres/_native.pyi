@@ -3,7 +3,7 @@ native surface. ``Database`` is one pool on one schema; each service class is bu
 and shares its pool. Every I/O method returns an awaitable resolved on the calling event loop.
 """
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from os import PathLike
 from pathlib import Path
 from typing import Literal
@@ -13,6 +13,10 @@ SCHEMA_VERSION: int
 COALESCE_MAX_BATCH: int
 
 def json_nesting_depth(data: bytes) -> int: ...
+
+# Untracks decoded events (and the models, dicts, lists, sets they are made of) from the cyclic
+# GC: the warm-read cache's events would otherwise lengthen every full collection (gc.rs).
+def untrack_tree(roots: Iterable[object]) -> int: ...
 def check_schema_name(name: str) -> None: ...
 def _conversation_list_sql(schema: str, archived: bool) -> str: ...
 def _append_sql(schema: str) -> str: ...

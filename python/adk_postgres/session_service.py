@@ -27,7 +27,7 @@ from typing_extensions import override
 from ._json import decode_events, decode_state, encode_event, encode_state
 from ._keys import check_keys
 from ._service_base import DatabaseBacked
-from ._session_cache import CachedHistory, CacheStats, SessionCache
+from ._session_cache import CachedHistory, CacheStats, SessionCache, cached_events
 from ._state import merge_state, split_state
 from .database import Database
 from .errors import ConfigurationError, IntegrityError, RunLeaseLostError
@@ -318,8 +318,8 @@ class PostgresSessionService(DatabaseBacked, BaseSessionService):
             row = await sessions.get_session(key, config.after_timestamp, config.num_recent_events)
         if row is None:
             return None
-        events = decode_events(row[5])
         if cache is not None:
+            events = cached_events(row[5])
             cache.count_cold()
             wanted = config.num_recent_events if config is not None else None
             cache.put(
@@ -341,6 +341,8 @@ class PostgresSessionService(DatabaseBacked, BaseSessionService):
                     ),
                 ),
             )
+        else:
+            events = decode_events(row[5])
         return self._session_from_row(key, row, events)
 
     @staticmethod

@@ -3,7 +3,7 @@
 //! Only argument conversion, error mapping and the asyncio bridge live here; see `rust/core`
 //! for the operations. One class per core handle: `Database` (the pool), and built from it
 //! `Sessions`, `Artifacts`, `Memory`, `A2a`, `Conversations`, `Agents`, `Admin`, `Tenancy`; `call.rs` is what their methods
-//! share, `runtime.rs` the bridge to asyncio.
+//! share, `runtime.rs` the bridge to asyncio, `gc.rs` keeps cached events out of the collector's way.
 
 mod a2a;
 mod admin;
@@ -13,6 +13,7 @@ mod call;
 mod conversations;
 mod database;
 mod errors;
+mod gc;
 mod memory;
 mod runtime;
 mod sessions;
@@ -75,6 +76,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<admin::PyBackupReader>()?;
     m.add_class::<tenancy::PyTenancy>()?;
     m.add_function(wrap_pyfunction!(json_nesting_depth, m)?)?;
+    m.add_function(wrap_pyfunction!(gc::untrack_tree, m)?)?;
     m.add_function(wrap_pyfunction!(_conversation_list_sql, m)?)?;
     m.add_function(wrap_pyfunction!(_append_sql, m)?)?;
     m.add_function(wrap_pyfunction!(check_schema_name, m)?)?;

@@ -301,3 +301,35 @@ async def test_adk_rows_are_left_in_adk_format(
     stored_at = row["timestamp"].replace(tzinfo=UTC).timestamp()
     assert stored_at == pytest.approx(event.timestamp, abs=1e-6)
     assert Event.model_validate(json.loads(row["event_data"])) == event
+
+
+def test_stored_sessions_are_what_pydantic_builds() -> None:
+    """create/get/list build Sessions without validation (session_service._stored_session):
+    the result must be indistinguishable from ``Session(...)`` of the same values."""
+    from adk_postgres.session_service import _stored_session
+
+    event = Event(author="user", invocation_id="i", content=types.Content(role="user"))
+    for state, events, ts in [({}, [], 0.0), ({"a": [1, {"b": None}], "app:x": "é"}, [event], 7)]:
+        ours = _stored_session(("app", "user", "sid"), state, events, ts, "3:9")
+        theirs = Session(
+            app_name="app",
+            user_id="user",
+            id="sid",
+            state=state,
+            events=events,
+            last_update_time=ts,
+        )
+        theirs._storage_update_marker = "3:9"
+        assert ours == theirs
+        assert ours.model_fields_set == theirs.model_fields_set
+        assert ours.__pydantic_private__ == theirs.__pydantic_private__
+        assert ours.__pydantic_extra__ is theirs.__pydantic_extra__ is None
+        assert ours.__dict__ == theirs.__dict__ and list(ours.__dict__) == list(theirs.__dict__)
+        assert {k: type(v) for k, v in ours.__dict__.items()} == {
+            k: type(v) for k, v in theirs.__dict__.items()
+        }
+        assert ours.model_dump_json() == theirs.model_dump_json()
+        assert ours.events is not events  # a list of its own, as validation makes
+        ours.state["new"] = 1  # still a working model: assignment and copies behave
+        ours.last_update_time = 9.5
+        assert ours.model_copy(deep=True) == ours and "last_update_time" in ours.model_fields_set

@@ -102,18 +102,35 @@ def _stored_session(
     last_update_time: float,
     marker: str,
 ) -> Session:
-    """A `Session` as stored: create, get and list build them alike, so they compare equal."""
+    """A `Session` as stored: create, get and list build them alike, so they compare equal.
+
+    Built without pydantic's validation: every value is already of its field's type (strings
+    from the database, state decoded from JSON, validated events), and validating a hundred
+    sessions was most of a ``list_sessions``. The result is what ``Session(...)`` with these
+    six fields gives (``tests/test_adk_compat.py`` compares them field by field)."""
     app_name, user_id, session_id = key
-    session = Session(
-        app_name=app_name,
-        user_id=user_id,
-        id=session_id,
-        state=state,
-        events=list(events),
-        last_update_time=last_update_time,
+    session = _new_session(Session)
+    _set(
+        session,
+        "__dict__",
+        {
+            "id": session_id,
+            "app_name": app_name,
+            "user_id": user_id,
+            "state": state,
+            "events": list(events),
+            "last_update_time": float(last_update_time),
+        },
     )
-    session._storage_update_marker = marker
+    _set(session, "__pydantic_fields_set__", set(_SESSION_FIELDS))
+    _set(session, "__pydantic_extra__", None)
+    _set(session, "__pydantic_private__", {"_storage_update_marker": marker})
     return session
+
+
+_new_session = Session.__new__
+_set = object.__setattr__
+_SESSION_FIELDS = ("id", "app_name", "user_id", "state", "events", "last_update_time")
 
 
 def _parse_marker(session: Session) -> tuple[int, int | None] | None:

@@ -152,3 +152,29 @@ def test_run_lease_options_are_checked_and_listed(command: str) -> None:
     for option in ("--run-strategy", "--run-lease-expiry", "--run-wait-timeout"):
         assert option in helped.stdout
     assert "--session_service_uri" in helped.stdout  # ADK's own options follow
+
+
+def test_the_app_build_freezes_what_start_up_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server's start-up objects are moved out of the cyclic GC's full collections."""
+    import gc
+
+    import google.adk.cli.fast_api as fast_api
+
+    from adk_postgres.cli._settings import Settings
+    from adk_postgres.cli.serve import ServerOptions, install_app_hooks
+
+    # The hook replaces ADK's function in its module: put the original back afterwards.
+    monkeypatch.setattr(fast_api, "get_fast_api_app", fast_api.get_fast_api_app)
+    install_app_hooks(ServerOptions(strategy="off", api_routes=False), Settings())
+    gc.unfreeze()
+    try:
+        assert gc.get_freeze_count() == 0
+        app = fast_api.get_fast_api_app(agents_dir=str(tmp_path), web=False)
+        assert app is not None
+        frozen = gc.get_freeze_count()
+        assert frozen > 10_000  # ADK, pydantic's schemas, the app
+        assert gc.collect() >= 0 and len(gc.get_objects()) < frozen
+    finally:
+        gc.unfreeze()

@@ -1,7 +1,11 @@
-"""End to end: `adk-postgres api_server` with 1, 2 and 4 worker processes (``--workers``),
+"""End to end: `adk-postgres api_server` with 1, 2 and 4 worker processes (``--workers``) next
+to ADK's own ``adk api_server`` with its ``DatabaseSessionService`` on the same PostgreSQL,
 32 HTTP clients x 15 turns each, every client on a session of its own, through ADK's ``/run``.
 
-    python benches/server_workers.py [--rounds 5] [--clients 32] [--turns 15] [--workers 1,2,4]
+    python benches/server_workers.py [--rounds 5] [--clients 32] [--turns 15] [--workers adk,1,2,4]
+
+``adk`` in ``--workers`` is ADK's own server (one process: it has no way to use more), on a
+database of its own (``postgresql+asyncpg``, ADK's engine defaults), dropped at the end.
 
 The agent is examples/basic_agent with its offline model (GOOGLE_API_KEY is removed from the
 servers' environment): a turn is "convert N" → a tool call → the answer, i.e. ADK reads the
@@ -41,6 +45,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = Path(sys.executable).with_name("adk-postgres")
+ADK_CLI = Path(sys.executable).with_name("adk")
 APP = "basic_agent"
 
 
@@ -51,18 +56,23 @@ def _free_port() -> int:
 
 
 class Server:
-    """``adk-postgres api_server --workers N examples`` until ``stop()``."""
+    """``adk-postgres api_server --workers N examples`` (or, for ``config="adk"``, ADK's own
+    ``adk api_server`` on ``adk_url``) until ``stop()``."""
 
-    def __init__(self, url: str, schema: str, workers: int) -> None:
+    def __init__(self, url: str, schema: str, config: str, adk_url: str) -> None:
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if k != "GOOGLE_API_KEY"}
         self.log = tempfile.NamedTemporaryFile("w+", prefix="server-workers-", suffix=".log")
-        self.process = subprocess.Popen(
-            [str(CLI), "-d", url, "--schema", schema, "api_server", "--workers", str(workers),
-             "--port", str(self.port), str(ROOT / "examples")],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        if config == "adk":
+            command = [str(ADK_CLI), "api_server", "--no-reload", "--port", str(self.port),
+                       "--session_service_uri", adk_url, str(ROOT / "examples")]  # fmt: skip
+            workers = 1
+        else:
+            command = [str(CLI), "-d", url, "--schema", schema, "api_server", "--workers",
+                       config, "--port", str(self.port), str(ROOT / "examples")]  # fmt: skip
+            workers = int(config)
+        self.process = subprocess.Popen(command, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 180
         while True:
             if self.process.poll() is not None:
@@ -172,18 +182,38 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def label(config: str) -> str:
+    return "ADK's adk api_server" if config == "adk" else f"adk-postgres, {config} worker(s)"
+
+
 def main(args: argparse.Namespace) -> dict[str, Any]:
     url = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     schema = f"bench_workers_{uuid.uuid4().hex[:8]}"
-    configs = [int(x) for x in args.workers.split(",")]
-    rates: dict[int, list[float]] = {n: [] for n in configs}
-    latencies: dict[int, list[float]] = {n: [] for n in configs}
-    cpu: dict[int, list[tuple[float, float, int]]] = {n: [] for n in configs}
+    configs = [x.strip() for x in args.workers.split(",")]
+    for config in configs:
+        if config != "adk" and not config.isdigit():
+            raise SystemExit(f"--workers: {config!r} is neither a number nor 'adk'")
+    rates: dict[str, list[float]] = {n: [] for n in configs}
+    latencies: dict[str, list[float]] = {n: [] for n in configs}
+    cpu: dict[str, list[tuple[float, float, int]]] = {n: [] for n in configs}
     load_before = os.getloadavg()
+    adk_database = f"bench_adk_{uuid.uuid4().hex[:8]}"
+    adk_url = "postgresql+asyncpg://" + url.split("://", 1)[1].rsplit("/", 1)[0]
+    adk_url += f"/{adk_database}"
+
+    async def admin(statement: str) -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    if "adk" in configs:
+        asyncio.run(admin(f'CREATE DATABASE "{adk_database}"'))
     try:
         for r in range(args.rounds):
             for n in configs if r % 2 == 0 else list(reversed(configs)):
-                server = Server(url, schema, n)
+                server = Server(url, schema, n, adk_url)
                 try:
                     rate, lat, server_cpu, client_cpu = asyncio.run(
                         _round(server.base, args.clients, args.turns, server.process.pid)
@@ -193,17 +223,13 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                 rates[n].append(rate)
                 latencies[n].extend(lat)
                 cpu[n].append((server_cpu, client_cpu, len(lat)))
-                print(f"round {r + 1}, {n} worker(s): {rate:,.1f} turns/s", flush=True)
+                print(f"round {r + 1}, {label(n)}: {rate:,.1f} turns/s", flush=True)
     finally:
-
-        async def drop() -> None:
-            conn = await asyncpg.connect(url)
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-            await conn.close()
-
-        asyncio.run(drop())
+        asyncio.run(admin(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        if "adk" in configs:
+            asyncio.run(admin(f'DROP DATABASE IF EXISTS "{adk_database}" WITH (FORCE)'))
     results = {
-        str(n): {
+        n: {
             "turns_per_s_median": statistics.median(rates[n]),
             "turns_per_s_rounds": rates[n],
             "p50_ms": 1000 * _percentile(latencies[n], 0.50),
@@ -215,18 +241,19 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         }
         for n in configs
     }
-    base = results[str(configs[0])]["turns_per_s_median"]
+    base = results[configs[0]]["turns_per_s_median"]
     print(f"\n{args.clients} clients x {args.turns} turns, {args.rounds} rounds\n")
     print(
-        f"| workers | turns/s (median) | ÷ {configs[0]} worker | p50 ms | p99 ms "
+        f"| server | turns/s (median) | ÷ {label(configs[0])} | p50 ms | p99 ms "
         "| server / client CPU ms per turn | rounds |"
     )
     print("|---:|---:|---:|---:|---:|---:|---|")
     for n in configs:
-        row = results[str(n)]
+        row = results[n]
         rounds = ", ".join(f"{x:,.0f}" for x in rates[n])
         print(
-            f"| {n} | {row['turns_per_s_median']:,.1f} | {row['turns_per_s_median'] / base:.2f}"
+            f"| {label(n)} | {row['turns_per_s_median']:,.1f}"
+            f" | {row['turns_per_s_median'] / base:.2f}"
             f" | {row['p50_ms']:.0f} | {row['p99_ms']:.0f}"
             f" | {row['server_cpu_ms_per_turn']:.1f} / {row['client_cpu_ms_per_turn']:.1f}"
             f" | {rounds} |"
@@ -250,7 +277,7 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--turns", type=int, default=15)
-    parser.add_argument("--workers", default="1,2,4")
+    parser.add_argument("--workers", default="adk,1,2,4")
     parser.add_argument(
         "--out", type=Path, default=ROOT / "benches" / "results" / "server_workers.json"
     )

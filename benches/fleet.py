@@ -237,9 +237,13 @@ class ChatSession:
 _SESSION_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(-\d+)?")
 
 
+def _blank(match: re.Match[str]) -> str:
+    return "<session>-N" if match.group(1) else "<session>"
+
+
 def _count(samples: dict[str, int], message: str) -> None:
     """Counts ``message`` with session ids (and event numbers) blanked out."""
-    key = _SESSION_ID.sub("<session>", message)[:300]
+    key = _SESSION_ID.sub(_blank, message)[:300]
     samples[key] = samples.get(key, 0) + 1
 
 
@@ -641,11 +645,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=3.0, help="unrecorded seconds first")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--peers", default=",".join(PEERS), help="comma-separated")
-    parser.add_argument("--sessions", type=int, default=64)
+    parser.add_argument("--sessions", type=int, help="default 64 (--quick: 32)")
     parser.add_argument("--pool-size", type=int, default=12, help="connections per worker")
     parser.add_argument("--url", help="server (maintenance database) URL")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--quick", action="store_true", help="smoke run: 1 round of 3 s")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 1 round of 3 s (1 s warm-up), 32 sessions"
+    )
     # Internal: run as one worker process.
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--peer", help=argparse.SUPPRESS)
@@ -654,6 +660,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.seconds, args.warmup = 1, 3.0, 1.0
+    if args.sessions is None:
+        args.sessions = 32 if args.quick else 64
     args.peers = [p.strip() for p in args.peers.split(",") if p.strip()]
     unknown = set(args.peers) - set(PEERS)
     if unknown:

@@ -394,33 +394,38 @@ async def run_peer_round(
     clock = time.perf_counter()
     workers: list[Worker] = []
     try:
-        # Tables and seeded sessions, through the peer's own service (a pool of the harness's
-        # POOL_SIZE), closed before the workers start: only theirs are open while measuring.
-        peer = PEER_CLASSES[name](url)
-        await peer.open()
-        try:
-            users = [f"user-{i}" for i in range(args.sessions)]
-            seeded = await bounded_gather(
-                [seed_session(peer.service, user, SEED_EVENTS) for user in users],
-                limit=harness.POOL_SIZE,
-            )
-        finally:
-            await peer.close()
-        sessions = [
-            ChatSession(s.user_id, s.id, last=f"seed-{s.id}-{SEED_EVENTS - 1}") for s in seeded
-        ]
-        timings["seed_s"] = time.perf_counter() - clock
         with tempfile.TemporaryDirectory(prefix="fleet-") as directory:
-            clock = time.perf_counter()
-            workers = list(
-                await asyncio.gather(
-                    *(
-                        Worker.start(i, name, url, directory, args.pool_size)
-                        for i in range(args.processes)
-                    )
+            # Tables and seeded sessions, through the peer's own service (a pool of the
+            # harness's POOL_SIZE, closed before the warm-up: only the workers' pools are open
+            # while measuring). The workers start meanwhile, once the tables exist.
+            peer = PEER_CLASSES[name](url)
+            await peer.open()
+            starting: asyncio.Future[list[None]] | None = None
+            try:
+                await peer.service.get_session(app_name=APP, user_id="nobody", session_id="none")
+
+                async def start(index: int) -> None:
+                    worker = await Worker.start(index, name, url, directory, args.pool_size)
+                    workers.append(worker)
+
+                starting = asyncio.gather(*(start(i) for i in range(args.processes)))
+                users = [f"user-{i}" for i in range(args.sessions)]
+                seeded = await bounded_gather(
+                    [seed_session(peer.service, user, SEED_EVENTS) for user in users],
+                    limit=harness.POOL_SIZE,
                 )
-            )
-            timings["start_workers_s"] = time.perf_counter() - clock
+                timings["seed_s"] = time.perf_counter() - clock
+            except BaseException:
+                if starting is not None:
+                    starting.cancel()
+                raise
+            finally:
+                await peer.close()
+            await starting
+            timings["workers_ready_s"] = time.perf_counter() - clock
+            sessions = [
+                ChatSession(s.user_id, s.id, last=f"seed-{s.id}-{SEED_EVENTS - 1}") for s in seeded
+            ]
             in_flight = args.processes * args.concurrency
             seed = random.randrange(1 << 32)
             warmup = await run_phase(workers, sessions, in_flight, args.warmup, seed)
@@ -441,7 +446,8 @@ async def run_peer_round(
         timings["verify_s"] = time.perf_counter() - clock
     finally:
         for worker in workers:  # only after a failure
-            worker.process.kill()  # our own child, by its pid
+            if worker.process.returncode is None:
+                worker.process.kill()  # our own child, by its pid
             await worker.process.wait()
         await _admin(server, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
     turns = len(phase.latencies)

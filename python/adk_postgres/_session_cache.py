@@ -88,7 +88,9 @@ class CacheStats:
 
     A *warm* read was answered from a cached history plus the events stored after it (one
     round trip, only those decoded); a *cold* read fetched and decoded the whole history (or
-    the suffix asked for). ``delta_events``/``delta_bytes`` are what warm reads fetched."""
+    the suffix asked for). ``delta_events``/``delta_bytes`` are what warm reads fetched from
+    the database: events other processes (or other service instances) stored. This process's
+    own appends are not fetched again (they are held in their stored form) and not counted."""
 
     warm_reads: int = 0
     cold_reads: int = 0

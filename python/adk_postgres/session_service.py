@@ -322,7 +322,7 @@ class PostgresSessionService(DatabaseBacked, BaseSessionService):
                 cache.replace(key, cached, refreshed)
                 events = list(refreshed.events)
                 if _covers(events, refreshed.complete, config):
-                    cache.count_warm(len(events) - len(cached.events), sum(map(len, row[5])))
+                    cache.count_warm(len(row[5]), sum(map(len, row[5])))
                     return self._session_from_row(key, row, _select_events(events, config))
         full_read = config is None or (
             config.num_recent_events is None and config.after_timestamp is None

@@ -31,6 +31,7 @@ from typing import Any, Literal, get_args, get_origin
 import annotated_types
 from google.adk.events.event import Event
 from pydantic import BaseModel
+from pydantic._internal._config import config_defaults
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined, from_json
 
@@ -482,7 +483,12 @@ class _ModelPlan:
         if not cls.__pydantic_complete__:
             cls.model_rebuild()
         config = cls.model_config
-        if any(config[k] not in (None, False) for k in set(config) - _HARMLESS_CONFIG):
+        # Any other setting must be at its default (e.g. allow_inf_nan=False or strict=True
+        # change what validation accepts).
+        if any(
+            k not in config_defaults or config[k] != config_defaults[k]
+            for k in set(config) - _HARMLESS_CONFIG
+        ):
             return
         if config.get("extra") == "allow":
             return
@@ -607,9 +613,8 @@ def fast_decode(raw: bytes) -> Event:
     global _event_build
     if _event_build is None:
         _event_build = _plan(Event).build
-    # NaN/Infinity: leave non-finite numbers to validation's own rules.
-    if b"NaN" in raw or b"Infinity" in raw:
-        raise Unsupported
+    # NaN/Infinity/1e400 need no special case: from_json and validation's JSON reader (both
+    # jiter) give the same floats, and float fields keep them (allow_inf_nan is refused).
     try:
         data = from_json(raw)
     except ValueError:

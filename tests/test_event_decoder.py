@@ -25,7 +25,14 @@ from google.adk.tools.tool_confirmation import ToolConfirmation
 from google.genai import types
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    PrivateAttr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 
 from adk_postgres import _event_decoder
 from adk_postgres._json import decode_events, encode_event
@@ -534,13 +541,25 @@ class _NoInfNan(BaseModel):
     f: float = 0.0
 
 
+class _Private(BaseModel):
+    n: int = 0
+    _cache: dict[str, int] = PrivateAttr(default_factory=dict)
+    _three: int = PrivateAttr(default=3)
+    _unset: int = PrivateAttr()
+
+
+class _PrivateAndPostInit(_Private):
+    def model_post_init(self, context: Any) -> None:
+        self._three = 4
+
+
 class _ModelUnion(BaseModel):
     either: _Reviewed | _Allow | None = None
 
 
 @pytest.mark.parametrize(
     "model",
-    [_WithValidator, _WithInit, _WithPostInit, _Allow, _Stripping, _NoInfNan],
+    [_WithValidator, _WithInit, _WithPostInit, _Allow, _Stripping, _NoInfNan, _PrivateAndPostInit],
     ids=lambda m: m.__name__,
 )
 def test_models_with_unreviewed_behaviour_are_never_built_fast(model: type[BaseModel]) -> None:
@@ -549,6 +568,13 @@ def test_models_with_unreviewed_behaviour_are_never_built_fast(model: type[BaseM
     with pytest.raises(_event_decoder.Unsupported):
         plan.build({})
     assert _event_decoder._plan(_Reviewed).build({"n": 1}) == _Reviewed(n=1)
+
+
+def test_private_attributes_are_set_up_as_validation_does() -> None:
+    built = _event_decoder._plan(_Private).build({"n": 2})
+    expected = _Private.model_validate_json(b'{"n": 2}')
+    assert_identical(built, expected)
+    assert built.__pydantic_private__ == {"_cache": {}, "_three": 3}
 
 
 def test_a_union_of_models_is_refused_only_when_present() -> None:

@@ -95,7 +95,7 @@ _AFTER_MODEL: frozenset[str] = frozenset(
 _CUSTOM_INIT: frozenset[str] = frozenset({"google.genai.types.Part.__init__"})
 
 #: Config keys that do not change what validation of the supported shapes produces (the
-#: ones that matter are handled explicitly in `_ModelPlan.__init__`).
+#: ones that matter are handled explicitly in `_ModelPlan.compile`).
 _HARMLESS_CONFIG = frozenset(
     {
         "title",
@@ -428,7 +428,7 @@ class _ModelPlan:
         required: frozenset[str] = frozenset()
         factories: tuple[tuple[str, Callable[[], Any]], ...] = ()
         factory_names: frozenset[str] = frozenset()
-        private: dict[str, Any] | None = None
+        init_private: Callable[[Any, Any], None] | None = None
         after_model: tuple[Callable[[Any], Any], ...] = ()
         refuse_none = False
         need_id = False
@@ -468,9 +468,9 @@ class _ModelPlan:
             _set(obj, "__dict__", fields)
             _set_fields_set(obj, fields_set)
             _set_extra(obj, None)
-            _set_private(
-                obj, None if private is None else {k: p.get_default() for k, p in private.items()}
-            )
+            _set_private(obj, None)
+            if init_private is not None:
+                init_private(obj, None)  # what validation calls as model_post_init
             if after_model:
                 for validator in after_model:
                     if validator(obj) is not obj:
@@ -530,10 +530,13 @@ class _ModelPlan:
                 # It only assigns a fresh id when `id` is empty; a stored id is never empty,
                 # and an empty one goes to validation (it would get a random id anyway).
                 need_id = True
-            elif post_init != "pydantic._internal._model_construction.init_private_attributes":
+            elif post_init == "pydantic._internal._model_construction.init_private_attributes":
+                # pydantic's own: private attribute defaults (and factories).
+                init_private = cls.model_post_init
+            else:
                 return
-        if cls.__private_attributes__:
-            private = dict(cls.__private_attributes__)
+        elif cls.__private_attributes__:
+            return  # private attributes are set up by model_post_init: which one is this?
 
         required_names: set[str] = set()
         factory_list: list[tuple[str, Callable[[], Any]]] = []

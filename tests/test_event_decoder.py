@@ -131,8 +131,22 @@ blobs = build(types.Blob, data=st.binary(max_size=40), mime_type=maybe(any_text)
 file_data = build(
     types.FileData, file_uri=any_text, mime_type=maybe(any_text), display_name=maybe(any_text)
 )
+partial_args = build(
+    types.PartialArg,
+    json_path=maybe(any_text),
+    bool_value=maybe(st.booleans()),
+    null_value=maybe(st.just("NULL_VALUE")),
+    number_value=maybe(floats),
+    string_value=maybe(any_text),
+    will_continue=maybe(st.booleans()),
+)
 function_calls = build(
-    types.FunctionCall, id=maybe(any_text), name=any_text, args=maybe(json_objects)
+    types.FunctionCall,
+    id=maybe(any_text),
+    name=any_text,
+    args=maybe(json_objects),
+    partial_args=maybe(st.lists(partial_args, max_size=2)),
+    will_continue=maybe(st.booleans()),
 )
 function_responses = build(
     types.FunctionResponse,
@@ -173,6 +187,27 @@ parts = st.one_of(
         text=any_text,
         video_metadata=build(types.VideoMetadata, fps=maybe(floats), start_offset=maybe(any_text)),
         part_metadata=maybe(json_objects),
+    ),
+    build(
+        types.Part,
+        tool_call=build(
+            types.ToolCall,
+            id=maybe(any_text),
+            tool_type=maybe(st.sampled_from(list(types.ToolType))),
+            args=maybe(json_objects),
+        ),
+        media_resolution=maybe(
+            build(
+                types.PartMediaResolution,
+                level=maybe(st.sampled_from(list(types.PartMediaResolutionLevel))),
+                num_tokens=maybe(small_ints),
+            )
+        ),
+    ),
+    build(
+        types.Part,
+        tool_response=build(types.ToolResponse, id=maybe(any_text), response=maybe(json_objects)),
+        speech_metadata=maybe(build(types.SpeechMetadata, speaker=maybe(any_text))),
     ),
 )
 contents = build(
@@ -324,6 +359,51 @@ events = build(
     input_transcription=maybe(
         build(types.Transcription, text=any_text, finished=maybe(st.booleans()))
     ),
+    output_transcription=maybe(
+        build(
+            types.Transcription,
+            text=maybe(any_text),
+            language_code=maybe(any_text),
+            words=maybe(
+                st.lists(build(types.WordInfo, word=any_text, start_offset=maybe(any_text)))
+            ),
+        )
+    ),
+    logprobs_result=maybe(
+        build(
+            types.LogprobsResult,
+            log_probability_sum=maybe(floats),
+            chosen_candidates=maybe(
+                st.lists(
+                    build(
+                        types.LogprobsResultCandidate,
+                        log_probability=maybe(floats),
+                        token=maybe(any_text),
+                        token_id=maybe(small_ints),
+                    ),
+                    max_size=2,
+                )
+            ),
+        )
+    ),
+    interaction_status=maybe(st.sampled_from(list(types.InteractionStatus))),
+    voice_activity=maybe(
+        build(
+            types.VoiceActivity,
+            voice_activity_type=maybe(st.sampled_from(list(types.VoiceActivityType))),
+        )
+    ),
+    go_away=maybe(build(types.LiveServerGoAway, time_left=maybe(any_text))),
+    live_session_resumption_update=maybe(
+        build(
+            types.LiveServerSessionResumptionUpdate,
+            new_handle=maybe(any_text),
+            resumable=maybe(st.booleans()),
+            last_consumed_client_message_index=maybe(big_ints),
+        )
+    ),
+    live_session_id=maybe(any_text),
+    interaction_id=maybe(any_text),
     output=json_values,
     node_info=build(
         NodeInfo,

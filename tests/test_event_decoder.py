@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Field,
     PrivateAttr,
     TypeAdapter,
     ValidationError,
@@ -633,13 +634,29 @@ class _PrivateAndPostInit(_Private):
         self._three = 4
 
 
+class _Colliding(BaseModel):
+    # Key "b" is a's alias and b's name: validation fills both from it.
+    model_config = ConfigDict(populate_by_name=True)
+    a: int = Field(0, alias="b")
+    b: int = 0
+
+
 class _ModelUnion(BaseModel):
     either: _Reviewed | _Allow | None = None
 
 
 @pytest.mark.parametrize(
     "model",
-    [_WithValidator, _WithInit, _WithPostInit, _Allow, _Stripping, _NoInfNan, _PrivateAndPostInit],
+    [
+        _WithValidator,
+        _WithInit,
+        _WithPostInit,
+        _Allow,
+        _Stripping,
+        _NoInfNan,
+        _PrivateAndPostInit,
+        _Colliding,
+    ],
     ids=lambda m: m.__name__,
 )
 def test_models_with_unreviewed_behaviour_are_never_built_fast(model: type[BaseModel]) -> None:

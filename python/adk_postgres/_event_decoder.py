@@ -549,10 +549,15 @@ class _ModelPlan:
                 for validator in validators:
                     convert = _after(convert, validator)
             entry = (field_name, accepted, convert)
+            keys = set()
             if info.alias is None or by_name:
-                by_key[field_name] = entry
+                keys.add(field_name)
             if info.alias is not None and by_alias:
-                by_key[info.alias] = entry
+                keys.add(info.alias)
+            for key in keys:
+                if key in by_key:
+                    return  # one key naming two fields: leave the precedence to validation
+                by_key[key] = entry
             if info.default_factory is not None:
                 if info.default_factory_takes_validated_data:
                     return

@@ -758,3 +758,18 @@ def test_every_model_an_event_reaches_is_compiled() -> None:
         if not p.supported and p.cls.__module__.startswith("google.")
     ]
     assert unsupported == []
+
+
+def test_a_reviewed_hook_whose_source_changed_is_no_longer_trusted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As if google-genai had changed Part.__init__ since it was reviewed: Parts (and so events
+    # with content) are validated; the rest stays fast.
+    monkeypatch.setitem(_event_decoder._REVIEWED_SOURCE, "google.genai.types.Part.__init__", "0")
+    monkeypatch.setattr(_event_decoder, "_PLANS", {})
+    monkeypatch.setattr(_event_decoder, "_reviewed_cache", {})
+    monkeypatch.setattr(_event_decoder, "_event_build", None)
+    with_content, without_content = realistic_events()[0], realistic_events()[4]
+    assert not _event_decoder._plan(types.Part).supported
+    assert_falls_back(encode_event(with_content))
+    assert_decodes_fast(encode_event(without_content))

@@ -540,6 +540,11 @@ class _ModelPlan:
         if not by_name and not by_alias:
             return
 
+        if (
+            cls.__get_pydantic_core_schema__.__func__  # type: ignore[attr-defined]
+            is not BaseModel.__get_pydantic_core_schema__.__func__  # type: ignore[attr-defined]
+        ):
+            return  # its schema is not (only) its fields
         decorators = cls.__pydantic_decorators__
         if decorators.validators or decorators.root_validators:
             return

@@ -13,9 +13,9 @@ import logging
 from typing import Any
 
 from google.adk.events.event import Event
-from pydantic import TypeAdapter
 from pydantic_core import PydanticSerializationError, from_json, to_json
 
+from . import _event_decoder
 from ._native import json_nesting_depth
 from .errors import DataError
 
@@ -24,10 +24,10 @@ logger = logging.getLogger("adk_postgres")
 _EVENT_SERIALIZER = Event.__pydantic_serializer__
 
 #: Deepest nesting of objects/arrays stored. pydantic-core's JSON reader refuses more than 200
-#: levels, and events are read back inside one more array (see `decode_events`), so anything
-#: deeper could be written but never read again: it is refused up front instead.
+#: levels, and events used to be read back inside one more array, so anything deeper could be
+#: written but never read again: it is refused up front instead. (Events are now read one by
+#: one; the limit is kept so that what is stored stays readable by older versions.)
 MAX_NESTING_DEPTH = 199
-_EVENTS_ADAPTER: TypeAdapter[list[Event]] = TypeAdapter(list[Event])
 
 
 def _unencodable(exc: Exception, what: str) -> DataError:
@@ -104,7 +104,10 @@ def decode_state(data: bytes | None) -> dict[str, Any]:
 
 
 def decode_events(events: list[bytes]) -> list[Event]:
-    """Validate stored event JSON into Events in one pydantic-core call."""
+    """Stored event JSON -> Events, each equal to ``Event.model_validate_json`` of its bytes.
+
+    The shapes ADK stores are built without re-validation (see `_event_decoder`); anything else
+    is validated, so corrupt data still raises pydantic's ValidationError."""
     if not events:
         return []
-    return _EVENTS_ADAPTER.validate_json(b"[" + b",".join(events) + b"]")
+    return _event_decoder.decode_events(events)

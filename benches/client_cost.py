@@ -44,6 +44,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 import asyncpg  # noqa: E402
+from compare_builds import drop_schema  # noqa: E402
 from google.adk.sessions.base_session_service import GetSessionConfig  # noqa: E402
 from harness import (  # noqa: E402
     APP,
@@ -352,14 +353,6 @@ async def read_10k(url: str, rounds: int, peers: list[type[Peer]]) -> dict[str, 
     finally:
         await admin.close()
     return results
-
-
-async def drop_schema(url: str, schema: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await conn.close()
 
 
 def tables(result: dict[str, Any]) -> str:

@@ -55,6 +55,7 @@ from harness import (  # noqa: E402
     SqlspecPsqlpyPeer,
     database_url,
     model_event,
+    percentile,
     prepared_objects_frozen,
     user_event,
 )
@@ -64,11 +65,6 @@ from adk_postgres import Database, PostgresSessionService, _session_cache  # noq
 DEFAULT_URL = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 LAST_20 = GetSessionConfig(num_recent_events=20)
 numbers = itertools.count()
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 class GcWatch:
@@ -121,10 +117,11 @@ async def timed_workers(
     cpu, wall = time.process_time(), time.monotonic()
     await asyncio.gather(*(loop(op) for op in ops))
     cpu, wall = time.process_time() - cpu, time.monotonic() - wall
+    ordered = sorted(latencies)
     return {
         "ops_per_s": len(latencies) / wall,
-        "p50_ms": 1e3 * percentile(latencies, 0.5),
-        "p99_ms": 1e3 * percentile(latencies, 0.99),
+        "p50_ms": 1e3 * percentile(ordered, 0.5),
+        "p99_ms": 1e3 * percentile(ordered, 0.99),
         "client_cpu_us": 1e6 * cpu / max(len(latencies), 1),
     }
 

@@ -27,15 +27,15 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 PY = sys.executable
+sys.path.insert(0, str(HERE))
 
 #: name -> (full command, --short command)
 STEPS: dict[str, tuple[list[str], list[str]]] = {
+    # The suite's --short is BENCH_SECONDS=1 (set by main), same command.
     "suite": (
         ["-m", "pytest", str(HERE), "--benchmark-only", "-q",
          f"--benchmark-json={RESULTS / 'latest.json'}"],
-        ["-m", "pytest", str(HERE), "--benchmark-only", "-q",
-         f"--benchmark-json={RESULTS / 'latest.json'}"],
-    ),
+    ) * 2,
     "report": ([str(HERE / "report.py"), str(RESULTS / "latest.json")],) * 2,
     "append_ceiling": (
         [str(HERE / "append_ceiling.py")],
@@ -63,14 +63,11 @@ def load(name: str) -> dict[str, Any] | None:
 
 
 def suite_rates() -> dict[tuple[str, str, int], float]:
-    """(peer, workload, concurrency) -> ops/s from the suite's JSON."""
-    data = load("latest.json") or {"benchmarks": []}
-    rates = {}
-    for bench in data["benchmarks"]:
-        info = bench.get("extra_info", {})
-        if "peer" in info and "ops_per_s" in info:
-            rates[(info["peer"], info["workload"], int(info["concurrency"]))] = info["ops_per_s"]
-    return rates
+    """(peer, workload, concurrency) -> ops/s from the suite's JSON (read as report.py does)."""
+    from report import load_results
+
+    infos = load_results(load("latest.json") or {"benchmarks": []})
+    return {key: info["ops_per_s"] for key, info in infos.items()}
 
 
 def versus_best_peer(workload: str, c: int) -> tuple[float, str] | None:

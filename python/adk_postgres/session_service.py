@@ -109,20 +109,17 @@ def _stored_session(
     sessions was most of a ``list_sessions``. The result is what ``Session(...)`` with these
     six fields gives (``tests/test_adk_compat.py`` compares them field by field)."""
     app_name, user_id, session_id = key
+    fields = {
+        "id": session_id,
+        "app_name": app_name,
+        "user_id": user_id,
+        "state": state,
+        "events": list(events),
+        "last_update_time": float(last_update_time),
+    }
     session = _new_session(Session)
-    _set(
-        session,
-        "__dict__",
-        {
-            "id": session_id,
-            "app_name": app_name,
-            "user_id": user_id,
-            "state": state,
-            "events": list(events),
-            "last_update_time": float(last_update_time),
-        },
-    )
-    _set(session, "__pydantic_fields_set__", set(_SESSION_FIELDS))
+    _set(session, "__dict__", fields)
+    _set(session, "__pydantic_fields_set__", set(fields))
     _set(session, "__pydantic_extra__", None)
     _set(session, "__pydantic_private__", {"_storage_update_marker": marker})
     return session
@@ -130,7 +127,6 @@ def _stored_session(
 
 _new_session = Session.__new__
 _set = object.__setattr__
-_SESSION_FIELDS = ("id", "app_name", "user_id", "state", "events", "last_update_time")
 
 
 def _parse_marker(session: Session) -> tuple[int, int | None] | None:
